@@ -71,11 +71,32 @@ def data_config() -> ml_collections.ConfigDict:
   """Dataset, tokenizer and input pipeline (ssa/data)."""
   d = ml_collections.ConfigDict()
   # --- data section: owned by ssa/data (issue 3) ---
-  d.dataset = 'shakespeare'      # dataset name: the embedded corpus, a local_text dir, or a tfds name
-  d.tokenizer = 'gpt2'           # tokenizer spec (see ssa/data/tokenizers.py)
-  d.seq_len = 128                # tokens per training sequence
-  d.batch_size = 8               # global batch size (sequences per step)
-  d.seed = 0                     # shuffle seed
+  d.dataset = 'shakespeare'      # 'shakespeare' (embedded) | 'local_text:P1,P2' or a path | tfds name | 'passkey' | 'graph'
+  d.tokenizer = 'gpt2'           # 'byte' | 'gpt2' | 'sentencepiece:PATH' | 'hf:PATH' | 'gguf:PATH' (ssa/data/tokenizers.py)
+  d.eos_token = None             # 'hf:' tokenizers only: EOS token string (None = first of the usual names found)
+  d.seq_len = 128                # tokens per training sequence T
+  d.batch_size = 8               # global batch size (sequences per step); each process loads batch_size / processes
+  d.seed = 0                     # shuffle seed (documents are reshuffled every epoch) and synthetic-task seed
+  d.shuffle = True               # shuffle documents for training (eval never shuffles)
+  d.num_epochs = None            # training epochs over the data; None = repeat forever
+  d.data_dir = '~/.cache/ssa_data'  # cache root: downloads, tfds array_record builds, pre-tokenized arrays
+  d.tfds_data_dir = None         # tfds catalog datasets: data_dir (local or gs://bucket/tensorflow_datasets); None = <data_dir>/tfds
+  d.tfds_download = True         # tfds catalog datasets: download and prepare if not found in tfds_data_dir
+  d.text_key = 'text'            # tfds catalog datasets: record feature that holds the document text
+  d.train_split = 'train'        # split used for training
+  d.eval_split = 'validation'    # split used for evaluation
+  d.file_pattern = '*.txt'       # local_text: file names read inside folders (fnmatch)
+  d.doc_unit = 'file'            # local_text: what one document is: 'file' | 'paragraph' | 'line'
+  d.validation_fraction = 0.1    # local_text: fraction of documents in validation (hash rule, ssa/data/local_text.py)
+  d.test_fraction = 0.0          # local_text: fraction of documents in test (0 = no test split)
+  d.pretokenize = False          # tokenize each split once and cache it under data_dir (fast epochs; whole split up front)
+  d.num_threads = 4              # grain threads that read and tokenize documents
+  d.eval_batches = None          # eval batches per process (pads/truncates so hosts stay in step); None = one full pass
+  d.passkey_depth = 0.5          # dataset='passkey': relative depth of the key in the filler (0 = start, 1 = end); None = random
+  d.passkey_num_examples = 1000  # dataset='passkey': examples per split (eval); training draws fresh ones forever
+  d.graph_num_nodes = 64         # dataset='graph': nodes = token ids 0..n-1 of the random graph
+  d.graph_min_degree = 1         # dataset='graph': smallest out-degree
+  d.graph_max_degree = 16        # dataset='graph': largest out-degree (degrees uniform in [min, max])
   # --- end data section ---
   return d
 

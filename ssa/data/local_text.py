@@ -1,0 +1,222 @@
+"""`local_text`: a tfds builder turning any set of text files/folders into array_record splits.
+
+Documents
+  Each path in `paths` is a file or a folder; folders are searched recursively for files whose
+  name matches `file_pattern` (fnmatch, default '*.txt'), in sorted order. A missing path, or a
+  folder with no matching file, raises DataError naming it. Files are read as UTF-8 (a leading BOM
+  is dropped, CRLF/CR become LF); byte sequences that are not valid UTF-8 are REPLACED by U+FFFD
+  (documented replacement, never an exception). A file is cut into documents by `doc_unit`:
+    'file'       the whole file is one document (default; the Shakespeare corpus: one play each),
+    'paragraph'  blocks separated by one or more blank lines,
+    'line'       every line.
+  Leading/trailing whitespace of a document is stripped; empty documents are dropped. If nothing
+  is left, DataError('... empty corpus ...').
+  Each document has a key '<root>/<relative path>#<index in file>' where <root> is the basename of
+  the path it was found under (a file given directly has relative path = its own name).
+
+Split rule (deterministic, per document, so no sentence is ever shared between splits)
+  u(doc) = first 64 bits of SHA-256(key) / 2**64, uniform in [0, 1).
+    u < test_fraction                                  -> 'test'
+    test_fraction <= u < test_fraction + val_fraction  -> 'validation'
+    otherwise                                          -> 'train'
+  A split whose fraction is > 0 but that received no document takes the train document with the
+  smallest u (validation first, then test). Train must keep at least one document, otherwise
+  DataError. The rule depends only on the keys, so adding files never moves existing documents
+  (except through the empty-split fallback). The 'test' split exists only if test_fraction > 0.
+
+Storage
+  The builder writes tfds array_record files under <data_dir>/local_text/<config name>/1.0.0,
+  where the config name is '<slug>-<fingerprint>' and the fingerprint hashes the file list (path,
+  size, mtime) and the options above, so an edited corpus gets a fresh build. Records are
+  {'text': bytes (UTF-8), 'key': bytes}. Reading uses `builder.as_data_source(split)`: random
+  access, no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import hashlib
+import os
+import re
+from typing import Iterator, Sequence
+
+import tensorflow_datasets as tfds
+
+from ssa.data.errors import DataError
+
+DOC_UNITS = ('file', 'paragraph', 'line')
+
+
+@dataclasses.dataclass(frozen=True)
+class Document:
+  key: str
+  text: str
+
+
+def list_files(paths: Sequence[str], file_pattern: str = '*.txt') -> list[tuple[str, str]]:
+  """(document key prefix, absolute file path) per file under `paths`; DataError if missing/none."""
+  if isinstance(paths, str):
+    paths = [paths]
+  if not paths:
+    raise DataError('local_text: no paths given (expected at least one text file or folder).')
+  out = []
+  for p in paths:
+    p = os.path.abspath(os.path.expanduser(str(p)))
+    if os.path.isfile(p):
+      out.append((os.path.basename(p), p))  # key = the file name
+    elif os.path.isdir(p):
+      found = []
+      for dirpath, dirnames, filenames in os.walk(p):
+        dirnames.sort()
+        found += [os.path.join(dirpath, f) for f in sorted(filenames)
+                  if fnmatch.fnmatch(f, file_pattern)]
+      if not found:
+        raise DataError(f'local_text: folder {p!r} contains no file matching {file_pattern!r}.')
+      root = os.path.basename(p.rstrip(os.sep))
+      out += [(root + '/' + os.path.relpath(f, p).replace(os.sep, '/'), f) for f in found]
+    else:
+      raise DataError(f'local_text: path {p!r} does not exist (expected a text file or folder).')
+  return out
+
+
+def read_text(path: str) -> str:
+  """File as text: UTF-8, BOM dropped, invalid bytes -> U+FFFD, newlines normalised to LF."""
+  with open(path, 'rb') as f:
+    raw = f.read()
+  text = raw.decode('utf-8-sig', errors='replace')
+  return text.replace('\r\n', '\n').replace('\r', '\n')
+
+
+def split_documents(text: str, doc_unit: str) -> list[str]:
+  if doc_unit == 'file':
+    parts = [text]
+  elif doc_unit == 'paragraph':
+    parts = re.split(r'\n[ \t]*\n', text)
+  elif doc_unit == 'line':
+    parts = text.split('\n')
+  else:
+    raise DataError(f'config.data.doc_unit={doc_unit!r}; expected one of {DOC_UNITS}.')
+  return [p.strip() for p in parts if p.strip()]
+
+
+def read_documents(paths: Sequence[str], file_pattern: str = '*.txt',
+                   doc_unit: str = 'file') -> list[Document]:
+  """All documents under `paths` (see the module docstring); DataError on an empty corpus."""
+  if doc_unit not in DOC_UNITS:
+    raise DataError(f'config.data.doc_unit={doc_unit!r}; expected one of {DOC_UNITS}.')
+  files = list_files(paths, file_pattern)
+  docs, seen = [], set()
+  for root, path in files:
+    rel = root
+    for i, text in enumerate(split_documents(read_text(path), doc_unit)):
+      key = f'{rel}#{i}'
+      if key in seen:
+        raise DataError(f'local_text: two inputs give the same document key {key!r}; give the '
+                        'folders distinct names.')
+      seen.add(key)
+      docs.append(Document(key, text))
+  if not docs:
+    raise DataError(f'local_text: empty corpus: the files {[p for _, p in files][:5]} contain no '
+                    'non-whitespace text.')
+  return docs
+
+
+def doc_uniform(key: str) -> float:
+  """u(doc) of the split rule: first 64 bits of SHA-256(key) / 2**64."""
+  return int(hashlib.sha256(key.encode('utf-8')).hexdigest()[:16], 16) / 2.0**64
+
+
+def assign_splits(keys: Sequence[str], validation_fraction: float,
+                  test_fraction: float = 0.0) -> dict[str, list[int]]:
+  """Indices of `keys` per split by the documented rule."""
+  for name, f in (('validation_fraction', validation_fraction), ('test_fraction', test_fraction)):
+    if not 0.0 <= f < 1.0:
+      raise DataError(f'config.data.{name}={f}; expected a number in [0, 1).')
+  if validation_fraction + test_fraction >= 1.0:
+    raise DataError('config.data.validation_fraction + test_fraction must be < 1, got '
+                    f'{validation_fraction + test_fraction}.')
+  u = [doc_uniform(k) for k in keys]
+  splits = {'train': [], 'validation': [], 'test': []}
+  for i, ui in enumerate(u):
+    if ui < test_fraction:
+      splits['test'].append(i)
+    elif ui < test_fraction + validation_fraction:
+      splits['validation'].append(i)
+    else:
+      splits['train'].append(i)
+  for name, f in (('validation', validation_fraction), ('test', test_fraction)):
+    if f > 0 and not splits[name] and len(splits['train']) > 1:
+      j = min(splits['train'], key=lambda i: u[i])
+      splits['train'].remove(j)
+      splits[name].append(j)
+  if not splits['train']:
+    raise DataError(f'local_text: {len(keys)} document(s) leave no document for the train split '
+                    f'(validation_fraction={validation_fraction}, test_fraction={test_fraction}).')
+  if test_fraction <= 0:
+    del splits['test']
+  return splits
+
+
+@dataclasses.dataclass(eq=False)
+class LocalTextConfig(tfds.core.BuilderConfig):
+  """Builder config of `local_text`: the corpus files and the split/document options."""
+  paths: tuple[str, ...] = ()
+  file_pattern: str = '*.txt'
+  doc_unit: str = 'file'
+  validation_fraction: float = 0.1
+  test_fraction: float = 0.0
+
+
+def make_config(paths: Sequence[str], *, file_pattern: str = '*.txt', doc_unit: str = 'file',
+                validation_fraction: float = 0.1, test_fraction: float = 0.0,
+                slug: str | None = None) -> LocalTextConfig:
+  """Config whose name fingerprints the file list (path, size, mtime) and the options."""
+  if isinstance(paths, str):
+    paths = [paths]
+  files = list_files(paths, file_pattern)
+  h = hashlib.sha256(repr((doc_unit, file_pattern, validation_fraction, test_fraction)).encode())
+  for root, p in files:
+    st = os.stat(p)
+    h.update(f'{root}|{p}|{st.st_size}|{st.st_mtime_ns}\n'.encode())
+  slug = slug or re.sub(r'[^a-z0-9]+', '_', os.path.basename(
+      os.path.abspath(os.path.expanduser(str(paths[0]))).rstrip(os.sep)).lower()).strip('_')
+  return LocalTextConfig(name=f'{slug or "corpus"}-{h.hexdigest()[:12]}', version='1.0.0',
+                         paths=tuple(os.path.abspath(os.path.expanduser(str(p))) for p in paths),
+                         file_pattern=file_pattern, doc_unit=doc_unit,
+                         validation_fraction=float(validation_fraction),
+                         test_fraction=float(test_fraction))
+
+
+class LocalText(tfds.core.GeneratorBasedBuilder):
+  """Text files/folders -> train/validation(/test) array_record splits (see module docstring)."""
+
+  VERSION = tfds.core.Version('1.0.0')
+  BUILDER_CONFIG_CLASS = LocalTextConfig
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description='Local text corpus; one record per document (ssa/data/local_text.py).',
+        features=tfds.features.FeaturesDict({'text': tfds.features.Text(),
+                                             'key': tfds.features.Text()}))
+
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    c = self.builder_config
+    docs = read_documents(c.paths, c.file_pattern, c.doc_unit)
+    splits = assign_splits([d.key for d in docs], c.validation_fraction, c.test_fraction)
+    return {name: self._generate_examples([docs[i] for i in idx]) for name, idx in splits.items()}
+
+  def _generate_examples(self, docs) -> Iterator[tuple[str, dict]]:
+    for d in docs:
+      yield d.key, {'text': d.text, 'key': d.key}
+
+
+def build(config: LocalTextConfig, data_dir: str) -> LocalText:
+  """Builds (once; later calls reuse the files) and returns the prepared builder."""
+  builder = LocalText(config=config, data_dir=os.path.expanduser(data_dir),
+                      file_format='array_record')
+  builder.download_and_prepare(
+      download_config=tfds.download.DownloadConfig(verify_ssl=True))
+  return builder

