@@ -109,4 +109,5 @@ def get_config(preset: str = 'gpt2-tiny') -> ml_collections.ConfigDict:
   c.ssa = ssa_config()
   c.data = data_config()
   presets.apply(c, preset or 'gpt2-tiny')
+  c.lock()  # a typo in a field name (here or in --config.x=...) fails at once, naming it
   return c

@@ -22,7 +22,7 @@ Split rule (deterministic, per document, so no sentence is ever shared between s
   A split whose fraction is > 0 but that received no document takes the train document with the
   smallest u (validation first, then test). Train must keep at least one document, otherwise
   DataError. The rule depends only on the keys, so adding files never moves existing documents
-  (except through the empty-split fallback). The 'test' split exists only if test_fraction > 0.
+  (except through the empty-split fallback). The 'validation' / 'test' split exists only if its fraction is > 0.
 
 Storage
   The builder writes tfds array_record files under <data_dir>/local_text/<config name>/1.0.0,
@@ -153,9 +153,7 @@ def assign_splits(keys: Sequence[str], validation_fraction: float,
   if not splits['train']:
     raise DataError(f'local_text: {len(keys)} document(s) leave no document for the train split '
                     f'(validation_fraction={validation_fraction}, test_fraction={test_fraction}).')
-  if test_fraction <= 0:
-    del splits['test']
-  return splits
+  return {name: idx for name, idx in splits.items() if idx}  # empty only when fraction == 0
 
 
 @dataclasses.dataclass(eq=False)
@@ -193,6 +191,9 @@ class LocalText(tfds.core.GeneratorBasedBuilder):
 
   VERSION = tfds.core.Version('1.0.0')
   BUILDER_CONFIG_CLASS = LocalTextConfig
+  # No URLs to checksum. Also keeps tfds from locating a checksums file next to this module, which
+  # needs the `importlib_resources` backport when the builder lives inside a package.
+  url_infos = None
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(

@@ -45,8 +45,7 @@ not divisible by the process count, bad seq_len/batch_size.
 from __future__ import annotations
 
 import os
-import sys
-from typing import Any, Iterator
+from typing import Any
 
 import grain
 from grain.experimental import ConcatThenSplitIterDataset
@@ -193,6 +192,34 @@ def lm_dataset(documents, tokenizer, *, seq_len: int, batch_size: int, text_key:
   return it.map(_PadBatch(batch_size, tokenizer.pad_id))
 
 
+class ResumableIterator(grain.DatasetIterator):
+  """The pipeline's iterator: grain's, with a state that survives a JSON round trip.
+
+  grain's ConcatThenSplit compares its remainder slices with a tuple sentinel, so a state that went
+  through JSON (lists) would restore wrongly; set_state turns them back into tuples. Orbax's grain
+  checkpoint handlers use get_state/set_state (and save/load of grain.DatasetIterator).
+  """
+
+  def __init__(self, parent: grain.DatasetIterator):
+    super().__init__(parent)
+
+  def __next__(self):
+    return next(self._parent)
+
+  def get_state(self) -> dict[str, Any]:
+    return self._parent.get_state()
+
+  def set_state(self, state: dict[str, Any]) -> None:
+    self._parent.set_state(_tuple_slices(state))
+
+
+def _tuple_slices(state):
+  if isinstance(state, dict):
+    return {k: ({f: tuple(v) for f, v in s.items()} if k == 'remainder_slices' else
+                _tuple_slices(s)) for k, s in state.items()}
+  return state
+
+
 # ----------------------------------------------------------------------------- entry points
 
 def _process(process_index, process_count):
@@ -249,11 +276,11 @@ def make_train_iterator(config, process_index: int | None = None,
   d = config.data if hasattr(config, 'data') else config
   pi, pc = _process(process_index, process_count)
   _check_config(d, pc)
-  tokenizer = tokenizers_lib.get_tokenizer(d.tokenizer, d.eos_token)
   if d.dataset in SYNTHETIC_DATASETS:
     from ssa.data import synthetic  # pylint: disable=g-import-not-at-top
-    ds = synthetic.lm_task_dataset(d, tokenizer, split='train', process_index=pi, process_count=pc)
+    ds, tokenizer = synthetic.lm_task_dataset(d, d.train_split, pi, pc)
     return iter(ds), tokenizer
+  tokenizer = tokenizers_lib.get_tokenizer(d.tokenizer, d.eos_token)
   docs, text_key, ts = _documents(d, d.train_split, tokenizer)
   shard = range(pi, len(docs), pc)
   if _count_tokens_at_least(docs, text_key, tokenizer, shard, d.seq_len + 1) < d.seq_len + 1:
@@ -263,7 +290,7 @@ def make_train_iterator(config, process_index: int | None = None,
   ds = lm_dataset(docs, tokenizer, seq_len=d.seq_len, batch_size=d.batch_size // pc,
                   text_key=text_key, shuffle=d.shuffle, seed=d.seed, num_epochs=d.num_epochs,
                   process_index=pi, process_count=pc, num_threads=d.num_threads)
-  return iter(ds), tokenizer
+  return ResumableIterator(iter(ds)), tokenizer
 
 
 class PaddedEvalIterator:
@@ -296,14 +323,14 @@ def make_eval_iterator(config, process_index: int | None = None, process_count: 
   d = config.data if hasattr(config, 'data') else config
   pi, pc = _process(process_index, process_count)
   _check_config(d, pc)
-  tokenizer = tokenizers_lib.get_tokenizer(d.tokenizer, d.eos_token)
   split = split or d.eval_split
   num_batches = d.eval_batches if num_batches is None else num_batches
   if d.dataset in SYNTHETIC_DATASETS:
     from ssa.data import synthetic  # pylint: disable=g-import-not-at-top
-    it = iter(synthetic.lm_task_dataset(d, tokenizer, split=split, process_index=pi,
-                                        process_count=pc))
+    ds, tokenizer = synthetic.lm_task_dataset(d, split, pi, pc)
+    it = iter(ds)
   else:
+    tokenizer = tokenizers_lib.get_tokenizer(d.tokenizer, d.eos_token)
     docs, text_key, _ = _documents(d, split, tokenizer)
     it = iter(lm_dataset(docs, tokenizer, seq_len=d.seq_len, batch_size=d.batch_size // pc,
                          text_key=text_key, shuffle=False, seed=d.seed, num_epochs=1,

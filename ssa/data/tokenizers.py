@@ -14,10 +14,11 @@ Specs accepted by `get_tokenizer(spec)`:
                                tokenizer.ggml.tokens + tokenizer.ggml.merges; model 'gpt2').
 
 Rules shared by all tokenizers:
-- `encode(text)` treats special-token strings inside text as ordinary text (never injects EOS) and
-  adds no BOS/EOS; the pipeline inserts EOS between documents itself.
-- `decode(ids)` drops EOS/PAD and other special ids is not attempted beyond what the backend does;
-  bytes that do not form valid UTF-8 are replaced by U+FFFD (never an exception).
+- `encode(text)` adds no BOS/EOS; the pipeline inserts EOS between documents itself. For 'byte'
+  and 'gpt2', special-token strings inside text (e.g. '<|endoftext|>') are ordinary text; 'hf:'
+  and 'gguf:' tokenizers follow their backend, which matches registered special tokens.
+- `decode(ids)` skips special ids (EOS/PAD; for 'hf:'/'gguf:' all special tokens); bytes that do
+  not form valid UTF-8 are replaced by U+FFFD (never an exception).
 - `vocab_size` is the exact number of ids the tokenizer can emit. Padding the embedding table to a
   multiple of 64/128 is the model's job (config.model.vocab_pad_multiple), not the tokenizer's.
 - `pad_id` is the id written on padding positions; those positions always carry weight 0 and

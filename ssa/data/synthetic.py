@@ -1,0 +1,263 @@
+"""Synthetic tasks (SSA_SPEC §3): passkey retrieval, graph next-token, denoising.
+
+Every example is a pure function of (seed, split, index): numpy Generator seeded with
+[seed, split id, index] (split ids: train 0, validation 1, test 2), so a task is deterministic given
+its seed, random access, and cheap to shard (process p of P takes indices p, p+P, ...).
+
+Passkey retrieval  (`passkey_example`, `passkey_dataset`)
+  Token layout, exactly T + 1 tokens (T = seq_len), with text pieces tokenized separately:
+    PREFIX | filler[:cut] | KEY_SENTENCE | filler[cut:] | QUESTION | ANSWER
+    PREFIX   = "There is an important info hidden inside a lot of irrelevant text. Find it and
+                memorize it. I will quiz you about the important information there."
+    filler   = the sentences of FILLER_SENTENCES repeated, truncated to the token budget
+               (budget = T + 1 - all other pieces: the "filler length" is set by seq_len)
+    KEY_SENTENCE = " The pass key is {key}. Remember it. {key} is the pass key."
+    QUESTION = " What is the pass key? The pass key is"     ANSWER = " {key}"
+  key: five-digit integer uniform in [10000, 99999]. depth in [0, 1] (None = uniform per example):
+  the key sentence starts at the filler sentence boundary nearest to depth * filler length.
+  inputs = tokens[:-1], targets = tokens[1:], weights = 1 exactly on the positions whose target is
+  an ANSWER token (the only scored targets), 0 elsewhere; segment_ids = 1, positions = 0..T-1.
+  Extra fields: 'passkey' (the key), 'key_start' (input index where KEY_SENTENCE starts),
+  'answer_start' (first input index whose target is an answer token).
+  Answer-recovery rule: the key is the five digits after "The pass key is " in decode(inputs);
+  decode(targets[weights > 0]) == " {key}".
+
+Graph next-token  (`Graph`, `graph_dataset`)
+  A directed random graph on V = num_nodes nodes (node = token id): node i has out-degree
+  deg_i ~ uniform integer in [min_degree, max_degree] and deg_i distinct out-neighbours drawn
+  uniformly (self-loops allowed), all from the task seed (the graph is the same for every split).
+  Target law P*(. | i) = uniform over the out-neighbours of i (`Graph.target_law()`, [V, V]).
+  An example is a random walk of T + 1 nodes: x_0 uniform, x_{t+1} ~ P*(. | x_t);
+  inputs = walk[:-1], targets = walk[1:], weights = 1, segment_ids = 1, positions = 0..T-1.
+  Answer-recovery rule: targets[t] is an out-neighbour of inputs[t], each with probability
+  1 / deg(inputs[t]).
+
+Denoising  (`denoising_example`, `denoising_dataset`)
+  Hidden mean mu ~ N(0, I_d). A context of n tokens, k of them signal (random positions):
+  z_j = mu + sigma_signal * eps_j (signal), z_j = sigma_noise * eps_j (pure noise), eps ~ N(0, I_d).
+  inputs = [n, d + 1]: z_j with a last channel s_j = 1 for signal, 0 for noise. target = mu.
+  Answer-recovery rule (Bayes-optimal posterior mean, `denoising_bayes_estimate`):
+    mu_hat = sum_{s_j = 1} z_j / (k + sigma_signal^2), expected squared error per coordinate
+    sigma_signal^2 / (k + sigma_signal^2) (exact when sigma_signal = 0). Naive averaging of all
+    tokens (`denoising_naive_estimate`) is the baseline.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+
+import grain
+import numpy as np
+
+from ssa.data.errors import DataError
+
+SPLIT_IDS = {'train': 0, 'validation': 1, 'test': 2}
+PASSKEY_PREFIX = ('There is an important info hidden inside a lot of irrelevant text. Find it and '
+                  'memorize it. I will quiz you about the important information there.')
+FILLER_SENTENCES = (' The grass is green.', ' The sky is blue.', ' The sun is yellow.',
+                    ' Here we go.', ' There and back again.')
+PASSKEY_SENTENCE = ' The pass key is {key}. Remember it. {key} is the pass key.'
+PASSKEY_QUESTION = ' What is the pass key? The pass key is'
+PASSKEY_ANSWER = ' {key}'
+PASSKEY_RE = re.compile(r'The pass key is (\d{5})\. Remember it\.')
+
+
+def _rng(seed: int, split: str, index: int) -> np.random.Generator:
+  if split not in SPLIT_IDS:
+    raise DataError(f'synthetic split {split!r}; expected one of {sorted(SPLIT_IDS)}.')
+  return np.random.default_rng([int(seed), SPLIT_IDS[split], int(index)])
+
+
+def _row(tokens: np.ndarray) -> dict[str, np.ndarray]:
+  t = len(tokens) - 1
+  return {'inputs': tokens[:-1].astype(np.int32), 'targets': tokens[1:].astype(np.int32),
+          'weights': np.ones([t], np.float32), 'segment_ids': np.ones([t], np.int32),
+          'positions': np.arange(t, dtype=np.int32)}
+
+
+# ----------------------------------------------------------------------------- passkey
+
+class PasskeyTask:
+  """Passkey examples for one tokenizer and sequence length (see module docstring)."""
+
+  def __init__(self, tokenizer, seq_len: int, depth: float | None = 0.5, seed: int = 0):
+    if depth is not None and not 0.0 <= depth <= 1.0:
+      raise DataError(f'passkey depth={depth}; expected a number in [0, 1] or None (random).')
+    self.tokenizer, self.seq_len, self.depth, self.seed = tokenizer, seq_len, depth, seed
+    enc = lambda s: np.asarray(tokenizer.encode(s), np.int32)
+    self._prefix, self._question = enc(PASSKEY_PREFIX), enc(PASSKEY_QUESTION)
+    self._sentences = [enc(s) for s in FILLER_SENTENCES]
+    longest = max(len(enc(PASSKEY_SENTENCE.format(key=k)) + len(enc(PASSKEY_ANSWER.format(key=k))))
+                  for k in (10000, 99999, 12345, 67890, 31415))
+    need = len(self._prefix) + len(self._question) + longest + 4
+    if seq_len + 1 < need:
+      raise DataError(f'passkey: seq_len={seq_len} is too short for the passkey template with '
+                      f'tokenizer {tokenizer.name!r}; it needs at least ~{need} tokens.')
+
+  def example(self, index: int, split: str = 'train') -> dict[str, np.ndarray]:
+    rng = _rng(self.seed, split, index)
+    key = int(rng.integers(10000, 100000))
+    depth = float(rng.random()) if self.depth is None else self.depth
+    enc = lambda s: np.asarray(self.tokenizer.encode(s), np.int32)
+    key_ids, ans_ids = enc(PASSKEY_SENTENCE.format(key=key)), enc(PASSKEY_ANSWER.format(key=key))
+    budget = (self.seq_len + 1 - len(self._prefix) - len(key_ids) - len(self._question)
+              - len(ans_ids))
+    if budget < 0:
+      raise DataError(f'passkey: seq_len={self.seq_len} is too short for key {key}.')
+    filler, bounds = [], [0]
+    while bounds[-1] < budget:
+      s = self._sentences[(len(bounds) - 1) % len(self._sentences)]
+      filler.append(s)
+      bounds.append(bounds[-1] + len(s))
+    filler = np.concatenate(filler)[:budget] if filler else np.zeros([0], np.int32)
+    bounds = np.array([b for b in bounds if b <= budget])
+    cut = int(bounds[np.argmin(np.abs(bounds - depth * budget))])
+    tokens = np.concatenate([self._prefix, filler[:cut], key_ids, filler[cut:], self._question,
+                             ans_ids]).astype(np.int32)
+    assert len(tokens) == self.seq_len + 1
+    row = _row(tokens)
+    answer_start = self.seq_len + 1 - len(ans_ids) - 1
+    row['weights'] = np.zeros([self.seq_len], np.float32)
+    row['weights'][answer_start:] = 1.0
+    row['passkey'] = np.int32(key)
+    row['key_start'] = np.int32(len(self._prefix) + cut)
+    row['answer_start'] = np.int32(answer_start)
+    return row
+
+
+def passkey_recover(inputs: np.ndarray, tokenizer) -> int:
+  """The documented recovery rule: the five digits after 'The pass key is ' in the input text."""
+  m = PASSKEY_RE.search(tokenizer.decode(inputs))
+  if m is None:
+    raise ValueError('no passkey sentence in the input.')
+  return int(m.group(1))
+
+
+# ----------------------------------------------------------------------------- graph
+
+class NodeTokenizer:
+  """Identity 'tokenizer' of the graph task: token id = node id, vocab = num_nodes."""
+
+  def __init__(self, num_nodes: int):
+    self.name, self.vocab_size, self.eos_id, self.pad_id = f'nodes{num_nodes}', num_nodes, 0, 0
+
+  def encode(self, text: str) -> list[int]:
+    return [int(x) for x in text.split()]
+
+  def decode(self, ids) -> str:
+    return ' '.join(str(int(i)) for i in ids)
+
+
+class Graph:
+  """The random graph of the graph next-token task (module docstring)."""
+
+  def __init__(self, num_nodes: int = 64, min_degree: int = 1, max_degree: int = 16, seed: int = 0):
+    if not 1 <= min_degree <= max_degree <= num_nodes:
+      raise DataError(f'graph task: need 1 <= graph_min_degree ({min_degree}) <= graph_max_degree '
+                      f'({max_degree}) <= graph_num_nodes ({num_nodes}).')
+    rng = np.random.default_rng([int(seed), 1000])
+    self.num_nodes, self.seed = num_nodes, seed
+    self.degrees = rng.integers(min_degree, max_degree + 1, size=num_nodes)
+    self.neighbours = [np.sort(rng.choice(num_nodes, size=int(k), replace=False))
+                       for k in self.degrees]
+
+  def target_law(self) -> np.ndarray:
+    """P*[i, j] = 1 / deg(i) if j is an out-neighbour of i, else 0."""
+    p = np.zeros([self.num_nodes, self.num_nodes], np.float64)
+    for i, nb in enumerate(self.neighbours):
+      p[i, nb] = 1.0 / len(nb)
+    return p
+
+  def walk(self, length: int, rng: np.random.Generator) -> np.ndarray:
+    x = np.empty([length], np.int32)
+    x[0] = rng.integers(self.num_nodes)
+    u = rng.random(length)
+    for t in range(1, length):
+      nb = self.neighbours[x[t - 1]]
+      x[t] = nb[min(int(u[t] * len(nb)), len(nb) - 1)]
+    return x
+
+  def example(self, index: int, seq_len: int, split: str = 'train') -> dict[str, np.ndarray]:
+    return _row(self.walk(seq_len + 1, _rng(self.seed, split, index)))
+
+
+# ----------------------------------------------------------------------------- denoising
+
+def denoising_example(index: int, *, num_tokens: int = 32, dim: int = 8, num_signal: int = 8,
+                      sigma_signal: float = 0.5, sigma_noise: float = 2.0, seed: int = 0,
+                      split: str = 'train') -> dict[str, np.ndarray]:
+  """{'inputs': [n, d+1] float32, 'targets': [d] (= mu), 'is_signal': [n] bool}."""
+  if not 0 < num_signal <= num_tokens:
+    raise DataError(f'denoising: need 0 < num_signal ({num_signal}) <= num_tokens ({num_tokens}).')
+  rng = _rng(seed, split, index)
+  mu = rng.standard_normal(dim)
+  signal = np.zeros([num_tokens], bool)
+  signal[rng.choice(num_tokens, size=num_signal, replace=False)] = True
+  eps = rng.standard_normal([num_tokens, dim])
+  z = np.where(signal[:, None], mu + sigma_signal * eps, sigma_noise * eps)
+  inputs = np.concatenate([z, signal[:, None].astype(np.float64)], axis=1)
+  return {'inputs': inputs.astype(np.float32), 'targets': mu.astype(np.float32),
+          'is_signal': signal}
+
+
+def denoising_bayes_estimate(inputs: np.ndarray, sigma_signal: float) -> np.ndarray:
+  """Posterior mean of mu (prior N(0, I)): sum of signal tokens / (k + sigma_signal^2)."""
+  z, s = inputs[..., :-1], inputs[..., -1:]
+  k = s.sum(axis=-2)
+  return (z * s).sum(axis=-2) / (k + sigma_signal ** 2)
+
+
+def denoising_naive_estimate(inputs: np.ndarray) -> np.ndarray:
+  """Average of all context tokens (signal and noise)."""
+  return inputs[..., :-1].mean(axis=-2)
+
+
+# ----------------------------------------------------------------------------- datasets
+
+def _indexed(fn, num_examples, batch_size, process_index, process_count) -> grain.IterDataset:
+  n = sys.maxsize if num_examples is None else num_examples
+  ds = grain.MapDataset.range(n)[process_index::process_count].map(fn)
+  return ds.batch(batch_size, drop_remainder=num_examples is None).to_iter_dataset()
+
+
+def passkey_dataset(tokenizer, *, seq_len, batch_size, depth=0.5, seed=0, split='train',
+                    num_examples=None, process_index=0, process_count=1) -> grain.IterDataset:
+  """Batches of passkey examples (num_examples=None: infinite); per-process batch_size."""
+  task = PasskeyTask(tokenizer, seq_len, depth, seed)
+  return _indexed(lambda i: task.example(i, split), num_examples, batch_size, process_index,
+                  process_count)
+
+
+def graph_dataset(graph: Graph, *, seq_len, batch_size, split='train', num_examples=None,
+                  process_index=0, process_count=1) -> grain.IterDataset:
+  """Batches of random walks on `graph`."""
+  return _indexed(lambda i: graph.example(i, seq_len, split), num_examples, batch_size,
+                  process_index, process_count)
+
+
+def denoising_dataset(*, batch_size, num_examples=None, split='train', process_index=0,
+                      process_count=1, **task_kwargs) -> grain.IterDataset:
+  """Batches of denoising examples; task_kwargs as in `denoising_example`."""
+  denoising_example(0, **task_kwargs)  # validate parameters eagerly
+  return _indexed(lambda i: denoising_example(i, split=split, **task_kwargs), num_examples,
+                  batch_size, process_index, process_count)
+
+
+def lm_task_dataset(d, split: str, process_index: int, process_count: int):
+  """(IterDataset, tokenizer) of config.data.dataset in ('passkey', 'graph')."""
+  from ssa.data import tokenizers  # pylint: disable=g-import-not-at-top
+  b = d.batch_size // process_count
+  if d.dataset == 'passkey':
+    tok = tokenizers.get_tokenizer(d.tokenizer, d.eos_token)
+    n = None if split == d.train_split else d.passkey_num_examples
+    return passkey_dataset(tok, seq_len=d.seq_len, batch_size=b, depth=d.passkey_depth,
+                           seed=d.seed, split=split, num_examples=n, process_index=process_index,
+                           process_count=process_count), tok
+  if d.dataset == 'graph':
+    g = Graph(d.graph_num_nodes, d.graph_min_degree, d.graph_max_degree, d.seed)
+    n = None if split == d.train_split else d.passkey_num_examples
+    return graph_dataset(g, seq_len=d.seq_len, batch_size=b, split=split, num_examples=n,
+                         process_index=process_index, process_count=process_count), \
+        NodeTokenizer(d.graph_num_nodes)
+  raise DataError(f'config.data.dataset={d.dataset!r} is not a synthetic LM task.')

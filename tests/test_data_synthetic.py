@@ -1,0 +1,110 @@
+"""Synthetic tasks: answers recoverable by the documented rules, determinism, bad parameters."""
+import numpy as np
+import pytest
+
+from configs import base
+from ssa.data import DataError, get_tokenizer, make_eval_iterator, make_train_iterator
+from ssa.data import synthetic
+
+
+@pytest.mark.parametrize('spec', ['byte', 'gpt2'])
+def test_passkey_answer_recoverable(spec):
+  tok = get_tokenizer(spec)
+  task = synthetic.PasskeyTask(tok, seq_len=400, depth=0.3, seed=5)
+  for i in range(5):
+    ex = task.example(i)
+    key = int(ex['passkey'])
+    assert 10000 <= key <= 99999 and ex['inputs'].shape == (400,)
+    assert synthetic.passkey_recover(ex['inputs'], tok) == key
+    np.testing.assert_array_equal(ex['inputs'][1:], ex['targets'][:-1])
+    scored = ex['targets'][ex['weights'] > 0]
+    assert tok.decode(scored) == f' {key}'  # the answer tokens are the only scored targets
+    assert np.flatnonzero(ex['weights'])[0] == ex['answer_start']
+    assert ex['weights'][ex['answer_start']:].all() and not ex['weights'][:ex['answer_start']].any()
+    assert tok.decode(ex['inputs'][:ex['answer_start'] + 1]).endswith('The pass key is')
+
+
+def test_passkey_depth_deterministic_and_errors():
+  tok = get_tokenizer('byte')
+  starts = [synthetic.PasskeyTask(tok, 1000, depth=d, seed=0).example(0)['key_start']
+            for d in (0.0, 0.5, 1.0)]
+  assert starts[0] < starts[1] < starts[2]
+  assert abs(starts[1] - 500) < 60  # near the middle of the filler
+  a = synthetic.PasskeyTask(tok, 300, depth=None, seed=1)
+  b = synthetic.PasskeyTask(tok, 300, depth=None, seed=1)
+  for i in range(3):
+    ea, eb = a.example(i), b.example(i)
+    assert all(np.array_equal(ea[k], eb[k]) for k in ea)
+  keys = {int(a.example(i)['passkey']) for i in range(20)}
+  assert len(keys) > 15
+  assert a.example(0, 'validation')['passkey'] != a.example(0, 'train')['passkey']
+  with pytest.raises(DataError, match='too short'):
+    synthetic.PasskeyTask(tok, 64)
+  with pytest.raises(DataError, match='depth'):
+    synthetic.PasskeyTask(tok, 300, depth=1.5)
+
+
+def test_passkey_through_make_iterators():
+  c = base.get_config()
+  c.data.dataset, c.data.tokenizer, c.data.seq_len, c.data.batch_size = 'passkey', 'byte', 300, 4
+  it, tok = make_train_iterator(c, 1, 2)
+  b = next(it)
+  assert b['inputs'].shape == (2, 300) and b['weights'].sum() == 2 * 6  # ' 12345' = 6 bytes
+  state = it.get_state()
+  want = next(it)
+  it2, _ = make_train_iterator(c, 1, 2)
+  it2.set_state(state)
+  assert np.array_equal(next(it2)['inputs'], want['inputs'])
+  c.data.passkey_num_examples = 5
+  ev, _ = make_eval_iterator(c, 0, 1)
+  assert sum(x['inputs'].shape[0] for x in ev) == 5
+
+
+def test_graph_targets_follow_uniform_neighbour_law():
+  g = synthetic.Graph(num_nodes=16, min_degree=1, max_degree=6, seed=3)
+  assert g.degrees.min() >= 1 and g.degrees.max() <= 6 and len(set(g.degrees.tolist())) > 1
+  p = g.target_law()
+  np.testing.assert_allclose(p.sum(1), 1.0)
+  counts = np.zeros([16, 16])
+  for i in range(200):
+    ex = g.example(i, seq_len=64)
+    assert p[ex['inputs'], ex['targets']].min() > 0  # every target is a neighbour of its input
+    np.add.at(counts, (ex['inputs'], ex['targets']), 1)
+  freq = counts / counts.sum(1, keepdims=True)
+  busy = counts.sum(1) > 400
+  assert busy.sum() >= 4
+  np.testing.assert_allclose(freq[busy], p[busy], atol=0.06)
+  h = synthetic.Graph(num_nodes=16, min_degree=1, max_degree=6, seed=3)
+  assert all(np.array_equal(a, b) for a, b in zip(g.neighbours, h.neighbours))
+  assert np.array_equal(g.example(7, 32)['inputs'], h.example(7, 32)['inputs'])
+  with pytest.raises(DataError, match='graph_max_degree'):
+    synthetic.Graph(num_nodes=4, min_degree=1, max_degree=9)
+
+
+def test_graph_through_make_train_iterator():
+  c = base.get_config()
+  c.data.dataset, c.data.seq_len, c.data.batch_size, c.data.graph_num_nodes = 'graph', 16, 4, 10
+  c.data.graph_max_degree = 5
+  it, tok = make_train_iterator(c, 0, 1)
+  b = next(it)
+  assert tok.vocab_size == 10 and b['inputs'].max() < 10 and b['weights'].all()
+
+
+def test_denoising_bayes_rule():
+  kw = dict(num_tokens=16, dim=4, num_signal=4, sigma_signal=0.5, sigma_noise=2.0, seed=0)
+  exact = synthetic.denoising_example(0, **dict(kw, sigma_signal=0.0))
+  np.testing.assert_allclose(synthetic.denoising_bayes_estimate(exact['inputs'], 0.0),
+                             exact['targets'], rtol=1e-5, atol=1e-6)
+  ds = synthetic.denoising_dataset(batch_size=500, num_examples=2000, **kw)
+  batches = list(ds)
+  x = np.concatenate([b['inputs'] for b in batches])
+  mu = np.concatenate([b['targets'] for b in batches])
+  assert x.shape == (2000, 16, 5) and (x[..., -1].sum(-1) == 4).all()
+  bayes = ((synthetic.denoising_bayes_estimate(x, 0.5) - mu) ** 2).mean()
+  naive = ((synthetic.denoising_naive_estimate(x) - mu) ** 2).mean()
+  theory = 0.25 / (4 + 0.25)
+  assert abs(bayes - theory) < 0.15 * theory and naive > 5 * bayes
+  again = list(synthetic.denoising_dataset(batch_size=500, num_examples=2000, **kw))
+  assert np.array_equal(again[0]['inputs'], batches[0]['inputs'])
+  with pytest.raises(DataError, match='num_signal'):
+    synthetic.denoising_example(0, num_tokens=4, num_signal=5)
