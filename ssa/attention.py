@@ -221,7 +221,7 @@ class Attention(nn.Module):
       feat = raw[e].astype(jnp.float32) if shared_feat is None else shared_feat
       taus[e] = Temperature(spec, H if e == 'q' else K, D, name=TEMPERATURE_PREFIX + e)(
           feat, n_BT, log_freq_BT)
-      self.sow('intermediates', f'tau_{e}', taus[e])
+      self.sow('intermediates', f'temperature_{e}', taus[e])
 
     q, k, v = raw['q'], raw['k'], raw['v']
     if cfg.pos_emb == 'rope':
