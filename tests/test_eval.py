@@ -1,0 +1,347 @@
+"""Evaluation: perplexity, rolling windows, zero-shot scoring, passkey, generation, attention stats.
+
+Models: tiny Transformers (tests/ssa_testlib.py) and a bigram table with known log-likelihoods
+wrapped in the same `LM` interface.
+"""
+
+import json
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ssa.data.tokenizers import ByteTokenizer
+from ssa.data.synthetic import passkey_recover
+from ssa.evaluation import attention_stats, collect, generation, passkey, perplexity, zero_shot
+from ssa.evaluation.scoring import LM, Scorer, rolling_windows
+from ssa import plots
+from tests import ssa_testlib as tl
+
+TOK = ByteTokenizer()
+V = TOK.vocab_size  # 258
+
+
+def _byte_model(max_len=16, seed=0, **ssa):
+  return tl.build('gpt2', seed=seed, model_overrides={'vocab_size': V, 'max_len': max_len}, **ssa)
+
+
+def _log_softmax(x):
+  x = np.asarray(x, np.float64)
+  return x - np.log(np.exp(x - x.max(-1, keepdims=True)).sum(-1, keepdims=True)) - x.max(
+      -1, keepdims=True)
+
+
+# ----------------------------------------------------------------------------- perplexity
+
+def test_token_perplexity_is_exp_mean_weighted_nll():
+  model, variables = _byte_model()
+  lm = LM.from_model(model, variables)
+  rng = np.random.RandomState(0)
+  batches = []
+  for _ in range(3):
+    toks = rng.randint(0, 256, size=(2, 17)).astype(np.int32)
+    w = (rng.rand(2, 16) > 0.3).astype(np.float32)
+    batches.append({'inputs': toks[:, :-1], 'targets': toks[:, 1:], 'weights': w,
+                    'segment_ids': np.ones((2, 16), np.int32),
+                    'positions': np.tile(np.arange(16, dtype=np.int32), (2, 1))})
+  got = perplexity.token_perplexity(lm, batches)
+  nll = wsum = 0.0
+  for b in batches:
+    lp = _log_softmax(jax.jit(model.apply)(variables, b['inputs']))
+    t = np.take_along_axis(lp, b['targets'][..., None], -1)[..., 0]
+    nll -= (t * b['weights']).sum()
+    wsum += b['weights'].sum()
+  assert got['tokens'] == wsum
+  np.testing.assert_allclose(got['loss'], nll / wsum, rtol=1e-5)
+  np.testing.assert_allclose(got['perplexity'], math.exp(nll / wsum), rtol=1e-5)
+
+
+@pytest.mark.parametrize('n,L,stride', [(1, 4, None), (4, 4, None), (5, 4, None), (23, 4, None),
+                                        (23, 4, 1), (23, 4, 3), (30, 8, 5)])
+def test_rolling_windows_score_every_token_once_with_bounded_context(n, L, stride):
+  toks = list(range(100, 100 + n))
+  covered = []
+  for ctx, cont in rolling_windows(toks, -1, L, stride):
+    whole = ctx + cont
+    assert len(whole) - 1 <= L          # the model reads at most L tokens
+    assert whole[-len(cont):] == cont
+    covered += cont
+  assert covered == toks
+
+
+def _brute_force_rolling_ll(model, variables, toks, L, stride, prefix):
+  """Each token scored on its own context (derived independently of rolling_windows); contexts
+  are right-padded to L (causal model: padding after the last context token changes nothing)."""
+  s = L if stride is None else stride
+  rows, lasts = [], []
+  for i, t in enumerate(toks):
+    if i < L:
+      ctx = [prefix] + toks[:i]
+    else:
+      k = -(-(i + 1 - L) // s)                 # window index after the first
+      end = min(L + k * s, len(toks))
+      ctx = toks[end - L - 1:i]
+    assert 1 <= len(ctx) <= L
+    rows.append(ctx + [0] * (L - len(ctx)))
+    lasts.append(len(ctx) - 1)
+  logits = jax.jit(model.apply)(variables, jnp.asarray(rows, jnp.int32))
+  lp = _log_softmax(np.asarray(logits)[np.arange(len(toks)), lasts])
+  return float(lp[np.arange(len(toks)), toks].sum())
+
+
+@pytest.mark.parametrize('stride', [None, 5])
+def test_rolling_word_perplexity_equals_brute_force(stride):
+  L = 16
+  model, variables = _byte_model(max_len=L)
+  text = 'the quick brown fox jumps over the lazy dog, twice: fox dog fox.'
+  toks = TOK.encode(text)
+  assert len(toks) > 3 * L
+  scorer = Scorer(LM.from_model(model, variables), batch_size=3, pad_id=TOK.pad_id)
+  got = perplexity.document_perplexity(scorer, TOK, [text], stride=stride)
+  want_ll = _brute_force_rolling_ll(model, variables, toks, L, stride, TOK.eos_id)
+  np.testing.assert_allclose(got['loglikelihood'], want_ll, rtol=1e-5)
+  words = len(text.split())
+  np.testing.assert_allclose(got['word_perplexity'], math.exp(-want_ll / words), rtol=1e-4)
+  np.testing.assert_allclose(got['bits_per_byte'], -want_ll / len(text) / math.log(2), rtol=1e-5)
+
+
+def test_wikitext_detokenizer_and_word_count_follow_the_harness():
+  page = ' = Title = \n Some text @-@ here , and 3 @.@ 5 . \n'
+  assert perplexity.wikitext_detokenizer(page) == ' = Title =\nSome text-here, and 3.5.\n'
+  assert perplexity.count_words(page) == len(page.split()) + 2  # leading/trailing '' pieces
+
+
+# ----------------------------------------------------------------------------- zero-shot
+
+def _bigram_lm():
+  """log p(next | prev): 'z' has p=1/2 after anything; after 'o' and 't' the space has p=1/2."""
+  p = np.full([V, V], 0.5 / (V - 1))
+  p[:, ord('z')] = 0.5
+  for c in 'ot':
+    p[ord(c), :] = 0.5 / (V - 1)
+    p[ord(c), ord(' ')] = 0.5
+  logp = np.log(p).astype(np.float32)
+  return LM(lambda table, x: table[x], jnp.asarray(logp), max_len=64), logp
+
+
+def _bigram_ll(logp, ctx, cont):
+  seq = list(ctx) + list(cont)
+  return sum(float(logp[seq[i - 1], seq[i]]) for i in range(len(ctx), len(seq)))
+
+
+def _write(d, task, recs):
+  with open(os.path.join(d, f'{task}.jsonl'), 'w') as f:
+    for r in recs:
+      f.write(json.dumps(r) + '\n')
+
+
+ZERO_SHOT_DOCS = {
+    'lambada_standard': [{'text': 'hello zzzz'}, {'text': 'hello abc'}],
+    # sol1 has cheap z's -> acc picks it (label 0).
+    'piqa': [{'goal': 'sleep', 'sol1': 'zzzz', 'sol2': 'ab', 'label': 0},
+             {'goal': 'eat', 'sol1': 'ab', 'sol2': 'zzzz', 'label': 1}],
+    # ending 0 is long but z-rich: acc picks the short ending 1, acc_norm (per char) picks 0.
+    'hellaswag': [{'activity_label': 'Cooking', 'ctx_a': 'a man', 'ctx_b': 'stirs [title] it',
+                   'endings': ['zzzzzzzzzzabc', 'q'], 'label': '0'}],
+    # partial scoring: context 'The cat' ends in 't' (space likely next) beats 'The dog'.
+    'winogrande': [{'sentence': 'The _ ran zzz.', 'option1': 'cat', 'option2': 'dog',
+                    'answer': '1'},
+                   {'sentence': 'A _ sat.', 'option1': 'dog', 'option2': 'cat', 'answer': '2'}],
+    'arc_easy': [{'question': 'Which?', 'choices': {'text': ['ab', 'zz'], 'label': ['A', 'B']},
+                  'answerKey': 'B'}],
+    'arc_challenge': [{'question': 'Which?', 'choices': {'text': ['zzzzzzzzzzabc', 'q', 'xy'],
+                                                         'label': ['1', '2', '3']},
+                       'answerKey': '1'}],
+}
+
+
+def test_zero_shot_scores_follow_harness_definitions(tmp_path):
+  lm, logp = _bigram_lm()
+  scorer = Scorer(lm, batch_size=4)
+  for task, recs in ZERO_SHOT_DOCS.items():
+    _write(tmp_path, task, recs)
+  ll_fn = lambda reqs: scorer.loglikelihood(reqs, prefix_token=TOK.eos_id)  # noqa: E731
+  # The scorer's log-likelihoods are the table's, including is_greedy.
+  reqs = [zero_shot.encode_pair(TOK, 'hello', ' zzzz'), zero_shot.encode_pair(TOK, 'hello ', 'abc')]
+  assert reqs[1] == (TOK.encode('hello'), TOK.encode(' abc'))  # trailing space moves over
+  got = ll_fn(reqs)
+  for (ctx, cont), (ll, greedy) in zip(reqs, got):
+    np.testing.assert_allclose(ll, _bigram_ll(logp, ctx, cont), rtol=1e-5)
+  assert [g for _, g in got] == [True, False]
+
+  res = zero_shot.evaluate_tasks(str(tmp_path), zero_shot.TASKS, ll_fn, TOK)
+  lam_ll = [_bigram_ll(logp, TOK.encode('hello'), TOK.encode(c)) for c in (' zzzz', ' abc')]
+  expected = {'lambada_standard:acc': 0.5,
+              'lambada_standard:perplexity': math.exp(-np.mean(lam_ll)),
+              'piqa:acc': 1.0, 'piqa:acc_norm': 1.0,
+              'hellaswag:acc': 0.0, 'hellaswag:acc_norm': 1.0,
+              'winogrande:acc': 1.0,
+              'arc_easy:acc': 1.0, 'arc_easy:acc_norm': 1.0,
+              'arc_challenge:acc': 0.0, 'arc_challenge:acc_norm': 1.0}
+  for k, v in expected.items():
+    np.testing.assert_allclose(res[k], v, rtol=1e-5, err_msg=k)
+  assert res['piqa:n'] == 2 and 'winogrande:acc_norm' not in res
+  table = zero_shot.markdown_table({'run': res})
+  header = table.splitlines()[0]
+  assert header.index('LMB. ppl') < header.index('PIQA') < header.index('Hella.') < \
+      header.index('Wino.') < header.index('ARC-e') < header.index('ARC-c')
+  assert '| run | – |' in table  # wikitext not run -> dash
+
+
+def test_hellaswag_request_text_matches_harness_preprocessing():
+  doc = zero_shot.make_doc('hellaswag', ZERO_SHOT_DOCS['hellaswag'][0], 'x')
+  assert doc.contexts[0] == 'Cooking: a man Stirs. it'
+  assert doc.continuations == [' zzzzzzzzzzabc', ' q'] and doc.gold == 0
+  w = zero_shot.make_doc('winogrande', ZERO_SHOT_DOCS['winogrande'][0], 'x')
+  assert w.contexts == ['The cat', 'The dog'] and w.continuations == [' ran zzz.'] * 2
+
+
+def test_zero_shot_bad_input_names_file_and_field(tmp_path):
+  lm, _ = _bigram_lm()
+  ll_fn = Scorer(lm).loglikelihood
+  with pytest.raises(FileNotFoundError, match='piqa.jsonl'):
+    zero_shot.evaluate_tasks(str(tmp_path), ['piqa'], ll_fn, TOK)
+  _write(tmp_path, 'piqa', [{'goal': 'g', 'sol1': 'a', 'label': 0}])
+  with pytest.raises(ValueError, match=r"piqa.jsonl:1.*\['sol2'\]"):
+    zero_shot.evaluate_tasks(str(tmp_path), ['piqa'], ll_fn, TOK)
+  _write(tmp_path, 'arc_easy', [{'question': 'q', 'choices': {'text': ['a'], 'label': ['A']},
+                                 'answerKey': 'C'}])
+  with pytest.raises(ValueError, match="answerKey 'C'"):
+    zero_shot.evaluate_tasks(str(tmp_path), ['arc_easy'], ll_fn, TOK)
+  with pytest.raises(ValueError, match='Unknown zero-shot task'):
+    zero_shot.evaluate_tasks(str(tmp_path), ['mmlu'], ll_fn, TOK)
+
+
+# ----------------------------------------------------------------------------- passkey
+
+PK_LEN = 300  # the byte-level passkey template needs ~260 tokens
+
+
+def test_passkey_oracle_scores_one_and_random_model_scores_chance():
+  def oracle(prompts, n):
+    return [TOK.encode(f' {passkey_recover(np.asarray(p), TOK)}')[:n] for p in prompts]
+  r = passkey.evaluate_passkey(oracle, TOK, [PK_LEN, PK_LEN + 20], [0.0, 0.5, 1.0], 3)
+  assert r['mean_accuracy'] == 1.0 and np.shape(r['accuracy']) == (2, 3)
+  model, variables = _byte_model(max_len=PK_LEN + 20)
+  gen = generation.generate_fn(LM.from_model(model, variables), pad_id=TOK.pad_id)
+  r = passkey.evaluate_passkey(gen, TOK, [PK_LEN], [0.0, 1.0], 4, batch_size=4)
+  assert r['mean_accuracy'] <= 0.25   # chance is 1e-5
+  path = plots.passkey_heatmap(r, '/tmp/_ssa_test_passkey.png')
+  assert open(path, 'rb').read(8) == b'\x89PNG\r\n\x1a\n'
+
+
+# ----------------------------------------------------------------------------- generation
+
+def test_kv_cache_sampling_at_temperature_zero_equals_full_forward_argmax():
+  model, variables = _byte_model(max_len=32, seed=3)
+  lm = LM.from_model(model, variables)
+  prompts = [TOK.encode('hello'), TOK.encode('a much longer prompt'), TOK.encode('x')]
+  gen = generation.Generator(model, variables, pad_id=TOK.pad_id)
+  got, got_logits = gen.sample(prompts, 8, temperature=0.0, return_logits=True)
+  want, want_logits = generation.greedy_decode(lm, prompts, 8, return_logits=True)
+  assert got == want
+  for a, b in zip(got_logits, want_logits):
+    assert tl.rel_err(a, b) < 1e-4
+  # top_k=1 / tiny top_p sample the argmax whatever the temperature.
+  assert gen.sample(prompts, 8, temperature=1.5, top_k=1, rng=jax.random.PRNGKey(1)) == want
+  assert gen.sample(prompts, 8, temperature=1.0, top_p=1e-6, rng=jax.random.PRNGKey(2)) == want
+  # Sequences may end exactly at max_len + 1 tokens (the last one is never read).
+  assert len(gen.sample([TOK.encode('abc')], 30, temperature=0.0)[0]) == 30
+  with pytest.raises(ValueError, match='exceeds max_len'):
+    gen.sample([TOK.encode('abc')], 31)
+  # eos cut
+  eos = want[1][3]
+  out = gen.sample(prompts, 8, temperature=0.0, eos_id=eos)
+  assert out == [w[:w.index(eos) + 1] if eos in w else w for w in want]
+  assert out[1] == want[1][:want[1].index(eos) + 1]
+
+
+def test_filter_logits_top_k_top_p_and_temperature_sampling_frequencies():
+  logits = jnp.log(jnp.asarray([[0.5, 0.3, 0.15, 0.05]]))
+  keep = lambda f: np.asarray(f > jnp.finfo(jnp.float32).min / 2)[0].tolist()  # noqa: E731
+  assert keep(generation.filter_logits(logits, 1.0, top_k=2)) == [True, True, False, False]
+  assert keep(generation.filter_logits(logits, 1.0, top_p=0.5)) == [True, False, False, False]
+  assert keep(generation.filter_logits(logits, 1.0, top_p=0.81)) == [True, True, True, False]
+  keys = jax.random.split(jax.random.PRNGKey(0), 20000)
+  s = jax.vmap(lambda k: generation.sample_logits(k, logits, 2.0))(keys)[:, 0]
+  freq = np.bincount(np.asarray(s), minlength=4) / len(keys)
+  p = np.array([0.5, 0.3, 0.15, 0.05]) ** 0.5
+  np.testing.assert_allclose(freq, p / p.sum(), atol=0.015)
+
+
+# ----------------------------------------------------------------------------- attention stats
+
+def test_attention_statistics_and_figures(tmp_path):
+  T = 16
+  runs = {}
+  for name, kw in (('vanilla', dict(strategy='vanilla')), ('ssa', {})):
+    model, variables = _byte_model(max_len=T, **kw)
+    toks = np.asarray([TOK.encode('To be, or not to be: that is')[:T],
+                       TOK.encode('the question. Whether tis nobler')[:T]], np.int32)
+    probs, taus = attention_stats.capture(model, variables, toks)
+    assert sorted(probs) == ['layer_0', 'layer_1']
+    p = probs['layer_0']
+    assert p.shape == (2, 4, T, T)
+    curves = attention_stats.dilution_curves(p)
+    for t in range(T):
+      np.testing.assert_allclose(curves[t, :t + 1].sum(), 1.0, rtol=1e-5)
+      assert np.all(curves[t, t + 1:] == 0) and np.all(np.diff(curves[t, :t + 1]) <= 1e-7)
+    np.testing.assert_allclose(curves[5], np.sort(p[:, :, 5], -1)[..., ::-1].mean((0, 1)),
+                               rtol=1e-6)
+    ent = attention_stats.entropy_by_position(p)
+    assert ent[0] == pytest.approx(0.0, abs=1e-6)
+    assert np.all(ent <= np.log(np.arange(1, T + 1)) + 1e-5)
+    stats = attention_stats.attention_statistics(model, variables, toks, TOK)
+    runs[name] = stats
+    if name == 'ssa':
+      tq = taus['layer_1']['q']
+      np.testing.assert_allclose(stats['temperature']['layer_1']['q'], tq.mean((0, 2)), rtol=1e-6)
+      tt = stats['token_temperature']
+      assert tt['pieces'][:2] == ['T', 'o'] and len(tt['tau_q']) == T
+    else:
+      assert 'token_temperature' not in stats and not any(stats['temperature'].values())
+  f = plots.dilution_figure({k: v['dilution'] for k, v in runs.items()}, str(tmp_path / 'd.png'))
+  g = plots.entropy_figure({k: v['entropy'] for k, v in runs.items()}, str(tmp_path / 'e.png'))
+  h = plots.temperature_figure(runs['ssa']['temperature'], str(tmp_path / 't.png'))
+  tt = runs['ssa']['token_temperature']
+  i = plots.token_temperature_png(tt['pieces'], tt['tau_q'], str(tmp_path / 'f1.png'))
+  j = plots.token_temperature_html(tt['pieces'], tt['tau_q'], str(tmp_path / 'f1.html'))
+  for path in (f, g, h, i):
+    assert open(path, 'rb').read(8) == b'\x89PNG\r\n\x1a\n'
+  html_text = open(j).read()
+  assert html_text.count('<span') == T and 'title="' in html_text
+
+
+# ----------------------------------------------------------------------------- collection
+
+def test_collect_gathers_runs_into_one_table(tmp_path, capsys):
+  for name, ppl in (('vanilla', 30.0), ('ssa', 25.5)):
+    d = tmp_path / name / 'eval'
+    d.mkdir(parents=True)
+    (d / 'eval_results.json').write_text(json.dumps(
+        {'metrics': {'validation:perplexity': ppl, 'piqa:acc': 0.6}}))
+  rows = collect.collect([str(tmp_path / 'vanilla'), f'SSA={tmp_path / "ssa"}'])
+  assert list(rows) == ['vanilla', 'SSA']
+  md = collect.table(rows)
+  assert md.splitlines()[0] == '| run | piqa:acc | validation:perplexity |'
+  assert '| SSA | 0.6 | 25.5 |' in md
+  assert collect.main([str(tmp_path / '*'), '--paper']) == 0
+  out = capsys.readouterr().out
+  assert 'PIQA acc' in out and '| ssa |' in out and '| vanilla |' in out
+  assert collect.main([str(tmp_path / 'missing')]) == 2
+
+
+def test_harness_adapter_if_installed():
+  pytest.importorskip('lm_eval')
+  from lm_eval.api.instance import Instance  # pylint: disable=g-import-not-at-top
+  from ssa.evaluation import harness  # pylint: disable=g-import-not-at-top
+  lm, logp = _bigram_lm()
+  h = harness.make_harness_lm(lm=lm, tokenizer=TOK)
+  req = Instance('loglikelihood', {}, ('hello', ' zzzz'), 0)
+  (ll, greedy), = h.loglikelihood([req])
+  np.testing.assert_allclose(ll, _bigram_ll(logp, TOK.encode('hello'), TOK.encode(' zzzz')),
+                             rtol=1e-5)
+  assert greedy
