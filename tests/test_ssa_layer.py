@@ -245,3 +245,21 @@ def test_unknown_config_field_and_bad_model_fields_raise():
     config_lib.model_config(c.model)
   with pytest.raises(ValueError, match='preset'):
     base.get_config('gpt5')
+
+
+def test_ssa_fields_overridable_from_the_command_line():
+  """Through the real CLI (ssa.summary): placeholder fields take values; a typo names the field."""
+  import os
+  import subprocess
+  import sys
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  run = lambda *a: subprocess.run([sys.executable, '-m', 'ssa.summary', *a], cwd=root,  # noqa
+                                  capture_output=True, text=True, timeout=120)
+  ok = run('--config=configs/base.py:pythia-160m', '--config.ssa.slope=linear',
+           '--config.ssa.linear_min_tau=0.05', '--config.ssa.theta_init=0.01',
+           '--config.ssa.k=pos', '--config.ssa.weight_sharing=False')
+  assert ok.returncode == 0, ok.stderr
+  assert 'family=neox' in ok.stdout and 'k: ssa/pos' in ok.stdout
+  assert 'weight_sharing=False' in ok.stdout
+  bad = run('--config=configs/base.py', '--config.ssa.slop=linear')
+  assert bad.returncode != 0 and 'slope' in bad.stderr
