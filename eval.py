@@ -10,7 +10,8 @@ Writes <output_dir>/eval_results.json (+ attention_stats.json, zero_shot.md, fig
 is config.eval.output_dir, default <workdir>/eval (or <checkpoints dir>/../eval for --checkpoint).
 Fields: configs/eval_defaults.py. Without --config, the config saved with the checkpoint is used
 and --config.* overrides cannot be given; use --set=key=value (repeatable) for those
-(e.g. --set=eval.passkey=True --set="eval.splits=('validation','test')").
+(e.g. --set=eval.passkey=True --set="eval.splits=('validation','test')"); --set=eval.step=N
+picks the checkpoint step (it is read before the checkpoint is loaded).
 A missing checkpoint or one written for another model config exits with status 2 and a message
 naming the path or the differing fields.
 """
@@ -57,6 +58,19 @@ def apply_overrides(config, overrides):
       node[leaf] = parsed
 
 
+def override_value(overrides, key, default=None):
+  """The value --set gives `key` (the last wins; parsed as apply_overrides does), else default."""
+  value = default
+  for item in overrides:
+    k, sep, v = item.partition('=')
+    if sep and k.strip() == key:
+      try:
+        value = ast.literal_eval(v)
+      except (ValueError, SyntaxError):
+        value = v
+  return value
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
@@ -77,6 +91,10 @@ def main(argv):
     if config is not None:
       apply_overrides(config, FLAGS.set)
       step = config.eval.step
+    else:  # the checkpoint's config is read only after loading: take eval.step from --set now
+      step = override_value(FLAGS.set, 'eval.step')
+    if step is not None and (isinstance(step, bool) or not isinstance(step, int)):
+      raise ValueError(f'eval.step={step!r}: expected an integer checkpoint step or None.')
     loaded = loading.load(config, workdir=FLAGS.workdir, checkpoint=FLAGS.checkpoint, step=step)
     config = loaded.config
     if FLAGS.config is None:

@@ -18,7 +18,7 @@ def eval_config() -> ml_collections.ConfigDict:
   e.batch_size = 8               # rows per scoring / generation batch (fixed shapes; lengths padded to power-of-two buckets)
   e.max_len = _INT()          # scoring context length in tokens; None = model.max_len
   # --- perplexity (ssa/evaluation/perplexity.py) ---
-  e.splits = ('validation',)     # splits of data.dataset scored for token-level loss/ppl and document word ppl
+  e.splits = ()                  # splits of data.dataset scored for token-level loss/ppl and document word ppl; () = (data.eval_split,)
   e.token_perplexity = True      # token-level loss/perplexity over packed eval batches of each split
   e.ppl_batches = _INT()      # eval batches per split for token ppl; None = data.eval_batches (None = full pass)
   e.word_perplexity = True       # document-level word/byte/token perplexity (rolling windows) of each split
@@ -29,7 +29,7 @@ def eval_config() -> ml_collections.ConfigDict:
   # --- zero-shot multiple choice (ssa/evaluation/zero_shot.py) ---
   e.zero_shot_dir = _STR()    # folder with <task>.jsonl files in the tasks' public layouts; None = skip zero-shot
   e.zero_shot_tasks = ('lambada_standard', 'piqa', 'hellaswag', 'winogrande', 'arc_easy', 'arc_challenge')  # tasks read from zero_shot_dir
-  e.zero_shot_limit = _INT()  # first N records of each task; None = all
+  e.zero_shot_limit = _INT()  # first N >= 1 records of each task; None = all (0 is an error)
   # --- passkey retrieval (ssa/evaluation/passkey.py) ---
   e.passkey = False              # run the passkey grid (greedy decoding of the five digits)
   e.passkey_lengths = (64, 128)  # context lengths T of the grid (tokens; <= model.max_len)
@@ -38,8 +38,8 @@ def eval_config() -> ml_collections.ConfigDict:
   # --- attention statistics and figures (ssa/evaluation/attention_stats.py, ssa/plots.py) ---
   e.attention_stats = True       # dilution / entropy / temperature numbers + figures from the reference kernel
   e.attention_num_seqs = 4       # sequences of the first eval batch used for attention statistics
-  e.attention_text = _STR()   # text for Figure 1 (token temperatures); None = the first attention row (documents of eval.splits[0])
-  e.fig1_layer = -1              # layer whose query temperature colours Figure 1; -1 = mean over layers
+  e.attention_text = _STR()   # text for Figure 1 (token temperatures); None = the first attention row (documents of the first split scored); '' is an error
+  e.fig1_layer = -1              # layer index i (layer_i, must have tau_q) whose query temperature colours Figure 1; -1 = mean over the layers with tau_q
   e.compare_workdir = _STR()  # another run's output_dir (e.g. vanilla): its attention_stats.json is plotted beside ours
   e.figures = True               # write PNG/HTML figures (numbers are always written as JSON)
   # --- generation (ssa/evaluation/generation.py; eval.py --prompt=...) ---

@@ -158,7 +158,7 @@ def token_temperature_png(pieces: Sequence[str], values: Sequence[float], path: 
   ax.axis('off')
   for i, ln in enumerate(lines):
     for part, v, c in ln:
-      ax.text(c, i, part, family='monospace', fontsize=9, va='center',
+      ax.text(c, i, part, family='monospace', fontsize=9, va='center', parse_math=False,
               bbox=dict(boxstyle='square,pad=0.05', fc=_colour(v, lo, hi), ec='none'))
   ax.set_title(f'{title}: {lo:.3f} (white) … {hi:.3f} (red)', fontsize=9)
   return _save(fig, path)

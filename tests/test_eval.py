@@ -345,3 +345,124 @@ def test_harness_adapter_if_installed():
   np.testing.assert_allclose(ll, _bigram_ll(logp, TOK.encode('hello'), TOK.encode(' zzzz')),
                              rtol=1e-5)
   assert greedy
+
+
+# ----------------------------------------------------------------------------- review fixes
+
+def test_passkey_at_max_len_with_varying_answer_token_counts():
+  """GPT-2 BPE gives five-digit answers of 2 or 3 tokens: every generate call must fit T ==
+  max_len as Generator.sample requires (longest prompt + n - 1 <= max_len)."""
+  from ssa.data import get_tokenizer  # pylint: disable=g-import-not-at-top
+  gpt2 = get_tokenizer('gpt2')
+  T, num = 80, 12
+  lens = {n for _, _, n in passkey.passkey_prompts(gpt2, T, 0.5, num)}
+  assert len(lens) > 1, lens  # the test needs answers of different token counts
+  calls = []
+
+  def oracle(prompts, n):  # greedy decoder with Generator.sample's length rule at max_len = T
+    longest = max(len(p) for p in prompts)
+    if longest + n - 1 > T:
+      raise ValueError(f'longest prompt ({longest}) + {n} - 1 exceeds max_len={T}')
+    calls.append(n)
+    return [gpt2.encode(f' {passkey_recover(np.asarray(p), gpt2)}')[:n] for p in prompts]
+
+  r = passkey.evaluate_passkey(oracle, gpt2, [T], [0.0, 0.5, 1.0], num, batch_size=4)
+  assert r['mean_accuracy'] == 1.0
+  assert set(calls) == lens
+
+
+def test_passkey_counts_only_the_exact_key():
+  assert passkey.is_correct(TOK, TOK.encode(' 12345'), 12345)
+  assert passkey.is_correct(TOK, TOK.encode('12345'), 12345)
+  for wrong in (' 123456', '123456', ' 1234', ' 012345', 'x12345', ' 12 345', ''):
+    assert not passkey.is_correct(TOK, TOK.encode(wrong), 12345), wrong
+  # A model that appends a digit (6 new tokens: '<key>6') scores 0, not 1.
+  def extra(prompts, n):
+    return [TOK.encode(f'{passkey_recover(np.asarray(p), TOK)}6')[:n] for p in prompts]
+  r = passkey.evaluate_passkey(extra, TOK, [PK_LEN], [0.5], 3)
+  assert r['mean_accuracy'] == 0.0
+
+
+def test_read_jsonl_requires_objects_and_limit_of_at_least_one(tmp_path):
+  p = tmp_path / 'piqa.jsonl'
+  p.write_text('{"goal": "g", "sol1": "a", "sol2": "b", "label": 0}\n[1, 2]\n')
+  with pytest.raises(ValueError, match=r'piqa.jsonl:2: expected a JSON object.*list'):
+    perplexity.read_jsonl(str(p), zero_shot.FIELDS['piqa'], 'piqa')
+  p.write_text('"just a string"\n')
+  with pytest.raises(ValueError, match=r'piqa.jsonl:1: expected a JSON object'):
+    perplexity.read_jsonl(str(p), ('page',))
+  _write(tmp_path, 'piqa', ZERO_SHOT_DOCS['piqa'])
+  ll = lambda reqs: [(0.0, False)] * len(reqs)  # noqa: E731
+  with pytest.raises(ValueError, match=r'eval.zero_shot_limit=0'):
+    zero_shot.evaluate_tasks(str(tmp_path), ['piqa'], ll, TOK, limit=0)
+  assert zero_shot.evaluate_tasks(str(tmp_path), ['piqa'], ll, TOK, limit=1)['piqa:n'] == 1
+  (tmp_path / 'w.jsonl').write_text('{"page": "a b"}\n')
+  with pytest.raises(ValueError, match=r'limit=0'):
+    perplexity.wikitext_texts(str(tmp_path / 'w.jsonl'), limit=0)
+
+
+def test_fig1_layer_picks_the_named_layer_when_some_layers_lack_tau_q(monkeypatch):
+  B, H, T = 1, 2, 3
+  p = np.tril(np.ones([T, T]))
+  probs = {f'layer_{i}': np.broadcast_to(p / p.sum(-1, keepdims=True), (B, H, T, T))
+           for i in range(3)}
+  taus = {'layer_0': {}, 'layer_1': {'q': np.full([B, T, H], 1.0)},
+          'layer_2': {'q': np.full([B, T, H], 3.0)}}
+  monkeypatch.setattr(attention_stats, 'capture', lambda *a, **k: (probs, taus))
+  toks = np.asarray([TOK.encode('abc')], np.int32)
+  stats = lambda layer: attention_stats.attention_statistics(  # noqa: E731
+      None, None, toks, TOK, layer)['token_temperature']
+  assert stats(1)['layer'] == 'layer_1' and stats(1)['tau_q'] == [1.0] * T
+  assert stats(2)['layer'] == 'layer_2' and stats(2)['tau_q'] == [3.0] * T
+  assert stats(-1)['layer'] == 'mean' and stats(-1)['tau_q'] == [2.0] * T
+  with pytest.raises(ValueError, match=r"eval.fig1_layer=0: layer_0 has no query temperature"):
+    stats(0)
+  for bad in (3, -2):
+    with pytest.raises(ValueError, match=rf'eval.fig1_layer={bad} is out of range.*3 layers'):
+      stats(bad)
+  with pytest.raises(ValueError, match='empty eval.attention_text'):
+    attention_stats.attention_statistics(None, None, np.zeros([1, 0], np.int32), TOK)
+
+
+def test_token_temperature_png_draws_dollar_signs_as_text(tmp_path):
+  pieces = ['price ', '$x^$', ' and ', '$\\frac{', ' $5']  # not valid mathtext
+  path = plots.token_temperature_png(pieces, [0.1, 0.5, 0.2, 0.9, 0.3], str(tmp_path / 'f.png'))
+  assert open(path, 'rb').read(8) == b'\x89PNG\r\n\x1a\n'
+
+
+def test_harness_generation_context_fits_max_len():
+  from ssa.evaluation import harness  # pylint: disable=g-import-not-at-top
+  ctx = list(range(100))
+  for max_len, k in ((16, 4), (16, 16), (16, 17), (16, 40), (8, 1)):
+    ids, n = harness.generation_context(ctx, max_len, k, eos_id=-1)
+    assert n == min(k, max_len)
+    assert ids == ctx[-(max_len + 1 - n):] and len(ids) + n - 1 <= max_len and len(ids) >= 1
+  assert harness.generation_context([], 16, 4, eos_id=-1) == ([-1], 4)
+  assert harness.generation_context([], 16, 40, eos_id=-1) == ([-1], 16)
+  assert harness.generation_context([1, 2], 16, 4, eos_id=-1) == ([1, 2], 4)
+
+
+def test_collect_paths_with_equals_and_duplicate_run_names(tmp_path, monkeypatch, capsys):
+  def make(*parts, ppl=1.0):
+    d = tmp_path.joinpath(*parts, 'eval')
+    d.mkdir(parents=True)
+    (d / 'eval_results.json').write_text(json.dumps({'metrics': {'validation:perplexity': ppl}}))
+    return str(tmp_path.joinpath(*parts))
+  lr = make('lr=0.1', ppl=2.0)
+  assert collect.split_arg(lr) == (None, lr)
+  assert collect.split_arg('ssa=/x/y') == ('ssa', '/x/y')
+  assert collect.collect([lr]) == {'lr=0.1': {'validation:perplexity': 2.0}}
+  monkeypatch.chdir(tmp_path)
+  assert collect.collect(['lr=0.1']) == {'lr=0.1': {'validation:perplexity': 2.0}}  # existing path
+  assert list(collect.collect([f'best={lr}'])) == ['best']
+  # Same directory name under two sweeps: named by more of the path, no row lost.
+  a, b = make('sweep_a', 'seed1', ppl=3.0), make('sweep_b', 'seed1', ppl=4.0)
+  rows = collect.collect([a, b])
+  assert rows == {'sweep_a/seed1': {'validation:perplexity': 3.0},
+                  'sweep_b/seed1': {'validation:perplexity': 4.0}}
+  with pytest.raises(ValueError, match="Two runs named 'x'"):
+    collect.collect([f'x={a}', f'x={b}'])
+  with pytest.raises(ValueError, match='Two runs named'):
+    collect.collect([a, a])
+  assert collect.main([f'x={a}', f'x={b}']) == 2
+  assert "Two runs named 'x'" in capsys.readouterr().err

@@ -123,3 +123,66 @@ def test_cli_errors_and_generation(run_dir, tmp_path):
                 '--set=eval.max_new_tokens=4', '--set=eval.num_samples=2')
   assert p.returncode == 0, p.stderr[-3000:]
   assert p.stdout.count("--- 'ROMEO:' ->") == 2
+
+
+def test_results_are_on_disk_after_each_section_when_a_later_one_fails(run_dir, tmp_path,
+                                                                       monkeypatch):
+  import ssa.data  # pylint: disable=g-import-not-at-top
+  from ssa.evaluation import perplexity, zero_shot  # pylint: disable=g-import-not-at-top
+  workdir, _, _, _ = run_dir
+  loaded = loading.load(None, workdir=workdir)
+  cfg = loaded.config
+  cfg.eval.word_perplexity = False
+  cfg.eval.attention_stats = False
+  cfg.eval.zero_shot_dir = str(tmp_path)
+  monkeypatch.setattr(ssa.data, 'make_eval_iterator', lambda *a, **k: ([], None))
+  monkeypatch.setattr(perplexity, 'token_perplexity',
+                      lambda lm, it: {'loss': 2.0, 'perplexity': 7.39, 'tokens': 10.0})
+
+  def boom(*a, **k):
+    raise RuntimeError('zero-shot failed')
+  monkeypatch.setattr(zero_shot, 'evaluate_tasks', boom)
+  out = tmp_path / 'eval'
+  with pytest.raises(RuntimeError, match='zero-shot failed'):
+    runner.run(cfg, loaded, str(out), log=lambda *_: None)
+  saved = json.loads((out / 'eval_results.json').read_text())
+  assert saved['metrics']['validation:loss'] == 2.0 and saved['meta']['complete'] is False
+  cfg.eval.zero_shot_dir = None
+  runner.run(cfg, loaded, str(out), log=lambda *_: None)
+  saved = json.loads((out / 'eval_results.json').read_text())
+  assert saved['metrics']['validation:loss'] == 2.0 and saved['meta']['complete'] is True
+
+
+def test_default_splits_are_data_eval_split_and_overridable(tmp_path):
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  c = tiny.get_config()
+  assert tuple(c.eval.splits) == ()
+  c.data.eval_split = 'test'
+  assert runner.eval_splits(c) == ['test']
+  c.eval.splits = ('validation', 'test')
+  assert runner.eval_splits(c) == ['validation', 'test']
+  with c.eval.ignore_type():
+    c.eval.splits = 'train, test'   # --set=eval.splits=train,test (no tuple syntax)
+  assert runner.eval_splits(c) == ['train', 'test']
+  argv = ['eval.py', f'--config={ROOT}/configs/tiny.py', "--config.eval.splits=('test',)"]
+  fv = flags.FlagValues()  # eval.py's --config flag: the tuple field takes a command-line value
+  config_flags.DEFINE_config_file('config', None, 'c', flag_values=fv, lock_config=True,
+                                  sys_argv=argv)
+  fv(argv)
+  assert tuple(fv.config.eval.splits) == ('test',)
+
+
+def test_empty_attention_text_is_a_config_error(tmp_path):
+  from ssa.config_lib import ConfigError  # pylint: disable=g-import-not-at-top
+  from ssa.data.tokenizers import ByteTokenizer  # pylint: disable=g-import-not-at-top
+  c = tiny.get_config()
+  c.eval.attention_text = ''
+  with pytest.raises(ConfigError, match='eval.attention_text'):
+    runner.attention_figures(c, None, ByteTokenizer(), ['some text ' * 10], 16, str(tmp_path))
+
+
+def test_cli_set_eval_step_selects_the_checkpoint_without_config(run_dir):
+  workdir, _, _, _ = run_dir
+  p = _eval_cli(f'--workdir={workdir}', '--prompt=ROMEO:', '--set=eval.step=9')
+  assert p.returncode == 2 and 'step 9' in p.stderr and 'steps: [7]' in p.stderr, p.stderr[-2000:]

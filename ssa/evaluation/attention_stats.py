@@ -9,6 +9,8 @@ entropy_by_position(probs_BHTS)   -sum_s p log p of each row, averaged over batc
                                   (bounded by log(t+1)).
 temperature_by_position(tau_BTH)  learned temperature averaged over batch and heads: [T].
 token_temperatures(tau_BTH)       per token of sequence 0, averaged over heads: [T] (Figure 1).
+                                  Figure 1 shows layer_<eval.fig1_layer>'s tau_q (the layer must
+                                  have one) or, for -1, the mean over the layers that have tau_q.
 """
 
 from __future__ import annotations
@@ -63,6 +65,9 @@ def top_mass(curves_TS: np.ndarray, k: int = 1) -> np.ndarray:
 
 def attention_statistics(model, variables, tokens_BT, tokenizer=None, fig1_layer: int = -1) -> dict:
   """All numbers behind the attention figures, JSON-ready (lists)."""
+  if np.ndim(tokens_BT) != 2 or 0 in np.shape(tokens_BT):
+    raise ValueError(f'attention_statistics: tokens of shape {np.shape(tokens_BT)}; expected '
+                     '[batch >= 1, length >= 1] (an empty eval.attention_text?).')
   probs, taus = capture(model, variables, tokens_BT)
   out: dict[str, Any] = {'layers': list(probs), 'seq_len': int(np.shape(tokens_BT)[1]),
                          'batch': int(np.shape(tokens_BT)[0]),
@@ -75,13 +80,31 @@ def attention_statistics(model, variables, tokens_BT, tokenizer=None, fig1_layer
   for layer, tt in taus.items():
     out['temperature'][layer] = {e: temperature_by_position(t).tolist() for e, t in tt.items()}
   # Figure 1: per-token query temperature of sequence 0 (one layer, or the mean over layers).
-  q = [tt['q'] for tt in taus.values() if 'q' in tt]
+  q = {layer: tt['q'] for layer, tt in taus.items() if 'q' in tt}
+  layer_name = fig1_layer_name(fig1_layer, list(taus), list(q))
   if q:
-    vals = (np.mean([token_temperatures(t) for t in q], axis=0) if fig1_layer == -1
-            else token_temperatures(q[fig1_layer]))
+    vals = (np.mean([token_temperatures(t) for t in q.values()], axis=0) if layer_name == 'mean'
+            else token_temperatures(q[layer_name]))
     toks = [int(t) for t in np.asarray(tokens_BT)[0]]
     out['token_temperature'] = {
-        'layer': 'mean' if fig1_layer == -1 else f'layer_{fig1_layer % len(q)}',
+        'layer': layer_name,
         'tokens': toks, 'pieces': [tokenizer.decode([t]) for t in toks] if tokenizer else None,
         'tau_q': vals.tolist()}
   return out
+
+
+def fig1_layer_name(fig1_layer: int, layers, q_layers) -> str:
+  """'mean' (fig1_layer = -1) or 'layer_<fig1_layer>'; the layer must exist and have tau_q (when
+  any layer has one). Errors name eval.fig1_layer."""
+  if fig1_layer == -1:
+    return 'mean'
+  n = len(layers)
+  if isinstance(fig1_layer, bool) or not isinstance(fig1_layer, (int, np.integer)) or not (
+      0 <= fig1_layer < n):
+    raise ValueError(f'eval.fig1_layer={fig1_layer!r} is out of range: the model has {n} layers '
+                     f'(0..{n - 1}); -1 = the mean over layers.')
+  name = f'layer_{int(fig1_layer)}'
+  if q_layers and name not in q_layers:
+    raise ValueError(f'eval.fig1_layer={fig1_layer}: {name} has no query temperature (tau_q); '
+                     f'layers with tau_q: {list(q_layers)} (or -1 = their mean).')
+  return name

@@ -6,6 +6,11 @@ r"""Gather eval_results.json of several runs into one markdown table (ablation s
 Each argument is a workdir, an eval output dir or an eval_results.json file (glob patterns are
 expanded). Rows = runs (named by the directory, or name=PATH), columns = metrics: --paper gives the
 paper's zero-shot columns; --metrics picks keys; default = every metric key found, sorted.
+
+'name=PATH' names a row only when `name` has no '/' and the whole argument is not an existing path,
+so paths holding '=' (/runs/lr=0.1) are read as paths. Runs whose directory names collide are
+named by more of their path (a/seed1, b/seed1); a name given twice (or the same run twice) is an
+error (ValueError), never a silently overwritten row.
 """
 
 from __future__ import annotations
@@ -31,31 +36,59 @@ def find_results(path: str) -> str:
                           f'{path}/eval/).')
 
 
-def _name(path: str) -> str:
-  p = os.path.normpath(path)
+def split_arg(arg: str) -> tuple[Optional[str], str]:
+  """(row name or None, path) of one argument: 'name=PATH' or a path (which may hold '=')."""
+  name, sep, path = arg.partition('=')
+  full = os.path.expanduser(arg)
+  is_path = os.path.exists(full) or (any(c in arg for c in '*?[') and bool(glob.glob(full)))
+  if sep and name and path and '/' not in name and os.sep not in name and not is_path:
+    return name, path
+  return None, arg
+
+
+def _run_parts(f: str) -> list[str]:
+  """Path components of the run directory of results file f (eval_results.json, eval/ dropped)."""
+  p = os.path.normpath(os.path.abspath(f))
   if os.path.basename(p) == 'eval_results.json':
     p = os.path.dirname(p)
   if os.path.basename(p) == 'eval':
     p = os.path.dirname(p)
-  return os.path.basename(p)
+  return [c for c in p.split(os.sep) if c]
+
+
+def _unique_names(files: Sequence[str]) -> list[str]:
+  """The shortest trailing paths of the run directories that tell the runs apart."""
+  parts = [_run_parts(f) for f in files]
+  depth = [1] * len(files)
+  while True:
+    names = ['/'.join(p[-d:]) for p, d in zip(parts, depth)]
+    grow = [i for i, n in enumerate(names) if names.count(n) > 1 and depth[i] < len(parts[i])]
+    if not grow:
+      return names
+    for i in grow:
+      depth[i] += 1
 
 
 def collect(paths: Sequence[str]) -> dict[str, dict]:
-  """{run name: metrics} in the given order; 'name=PATH' sets the row name."""
-  rows = {}
+  """{run name: metrics} in the given order; 'name=PATH' sets the row name (see the docstring)."""
+  entries = []  # (explicit name or None, results file)
   for arg in paths:
-    name, sep, path = arg.partition('=')
-    if not sep:
-      name, path = None, arg
+    name, path = split_arg(arg)
     expanded = sorted(glob.glob(os.path.expanduser(path))) if any(c in path for c in '*?[') else [path]
     if not expanded:
       raise FileNotFoundError(f'No run matches {path}.')
     for p in expanded:
-      f = find_results(p)
-      with open(f) as fh:
-        res = json.load(fh)
-      key = name if name and len(expanded) == 1 else _name(f)
-      rows[key] = res.get('metrics', res)
+      entries.append((name if name and len(expanded) == 1 else None, find_results(p)))
+  auto = iter(_unique_names([f for n, f in entries if n is None]))
+  rows, source = {}, {}
+  for name, f in entries:
+    key = name if name is not None else next(auto)
+    if key in rows:
+      raise ValueError(f'Two runs named {key!r}: {source[key]} and {f} (give distinct '
+                       'name=PATH names).')
+    with open(f) as fh:
+      res = json.load(fh)
+    rows[key], source[key] = res.get('metrics', res), f
   return rows
 
 
@@ -88,7 +121,7 @@ def main(argv=None) -> int:
   a = ap.parse_args(argv)
   try:
     rows = collect(a.runs)
-  except FileNotFoundError as e:
+  except (FileNotFoundError, ValueError) as e:
     print(f'ERROR: {e}', file=sys.stderr)
     return 2
   if a.paper:

@@ -8,14 +8,26 @@
 
 The adapter implements loglikelihood (Scorer.loglikelihood with the harness's _encode_pair),
 loglikelihood_rolling (Scorer.loglikelihood_rolling, prefix EOT, stride = eval.rolling_stride) and
-generate_until (greedy kv-cache decoding, cut at the stop strings). lm-evaluation-harness is not a
-dependency of this project: `make_harness_lm` raises ImportError with the pip command if it is
-missing. Tested only where lm_eval is importable.
+generate_until (greedy kv-cache decoding of min(max_gen_toks, max_len) tokens after the last
+context tokens that fit, cut at the stop strings: `generation_context`). lm-evaluation-harness is
+not a dependency of this project: `make_harness_lm` raises ImportError with the pip command if it
+is missing. The adapter is tested only where lm_eval is importable (`generation_context` always).
 """
 
 from __future__ import annotations
 
 from typing import Optional
+
+
+def generation_context(ids, max_len: int, max_gen_toks: int, eos_id: int):
+  """(context ids, new tokens) for greedy decoding within max_len: n = min(max_gen_toks, max_len)
+  new tokens after the last max_len + 1 - n context tokens (so context + n - 1 <= max_len; the last
+  new token is never read); an empty context becomes [eos_id]."""
+  n = min(int(max_gen_toks), int(max_len))
+  if n < 1:
+    raise ValueError(f'generate_until: max_gen_toks={max_gen_toks}; expected >= 1.')
+  ids = list(ids)[-(max_len + 1 - n):] or [eos_id]
+  return ids, n
 
 
 def make_harness_lm(loaded=None, *, lm=None, tokenizer=None, batch_size: int = 8,
@@ -54,8 +66,9 @@ def make_harness_lm(loaded=None, *, lm=None, tokenizer=None, batch_size: int = 8
         context, kwargs = r.args[0], (r.args[1] if len(r.args) > 1 else {}) or {}
         until = kwargs.get('until') or []
         until = [until] if isinstance(until, str) else list(until)
-        n = int(kwargs.get('max_gen_toks', max_gen_toks))
-        ids = tokenizer.encode(context)[-(lm.max_len + 1 - n):] or [tokenizer.eos_id]
+        ids, n = generation_context(tokenizer.encode(context), lm.max_len,
+                                    int(kwargs.get('max_gen_toks', max_gen_toks)),
+                                    tokenizer.eos_id)
         text = tokenizer.decode(greedy([ids], n)[0])
         for stop in until:
           if stop and stop in text:

@@ -3,7 +3,13 @@
 For every (length T, depth) cell, `num_examples` examples of ssa.data.synthetic.PasskeyTask
 (T tokens of prefix + filler + key sentence + question, key at the given relative depth, split
 'test') are cut right after the question; the model greedily decodes as many tokens as the answer
-' {key}' has, and the example counts as correct when the five digits it produced equal the key.
+' {key}' has, and the example counts as correct when the first number of the decoded continuation
+(after optional leading whitespace) is exactly the key: ' 123456' or ' 1234' is wrong for 12345.
+
+The answer's token count may vary with the key (GPT-2 BPE splits five digits into 1-3 tokens), and
+the prompt is the first T + 1 - n tokens of the example, so prompts are grouped by n: each
+generate call decodes exactly n tokens after prompts of T + 1 - n tokens, which needs
+T <= max_len whatever n is.
 
 `generate(prompts, max_new_tokens) -> new tokens` is any greedy decoder
 (ssa.evaluation.generation.generate_fn for a model; tests pass an oracle). Chance level: 1e-5.
@@ -12,13 +18,13 @@ For every (length T, depth) cell, `num_examples` examples of ssa.data.synthetic.
 from __future__ import annotations
 
 import re
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
 from ssa.data.synthetic import PasskeyTask
 
-_DIGITS = re.compile(r'\d{5}')
+_FIRST_NUMBER = re.compile(r'\s*(\d+)')
 
 
 def passkey_prompts(tokenizer, seq_len: int, depth: float, num_examples: int, seed: int = 0):
@@ -34,9 +40,20 @@ def passkey_prompts(tokenizer, seq_len: int, depth: float, num_examples: int, se
   return out
 
 
-def decoded_key(tokenizer, ids: Sequence[int]):
-  m = _DIGITS.search(tokenizer.decode(ids))
-  return int(m.group(0)) if m else None
+def decoded_number(tokenizer, ids: Sequence[int]) -> Optional[str]:
+  """The digits of the number that starts the decoded text (after whitespace), else None."""
+  m = _FIRST_NUMBER.match(tokenizer.decode(ids))
+  return m.group(1) if m else None
+
+
+def decoded_key(tokenizer, ids: Sequence[int]) -> Optional[int]:
+  d = decoded_number(tokenizer, ids)
+  return int(d) if d is not None else None
+
+
+def is_correct(tokenizer, ids: Sequence[int], key: int) -> bool:
+  """True when the continuation starts with exactly the key's digits (no extra digit)."""
+  return decoded_number(tokenizer, ids) == str(int(key))
 
 
 def evaluate_passkey(generate: Callable, tokenizer, lengths: Sequence[int],
@@ -48,17 +65,20 @@ def evaluate_passkey(generate: Callable, tokenizer, lengths: Sequence[int],
   for i, T in enumerate(lengths):
     for j, depth in enumerate(depths):
       cell = passkey_prompts(tokenizer, int(T), float(depth), num_examples, seed)
-      n_new = max(n for _, _, n in cell)
+      outs: list = [None] * len(cell)
+      # One group per answer length n: prompts of T + 1 - n tokens, n new tokens each.
+      for n in sorted({n for _, _, n in cell}):
+        idx = [k for k, (_, _, m) in enumerate(cell) if m == n]
+        for s in range(0, len(idx), batch_size):
+          chunk = idx[s:s + batch_size]
+          for k, out in zip(chunk, generate([cell[k][0] for k in chunk], n)):
+            outs[k] = list(out)[:n]
       correct = 0
-      for s in range(0, len(cell), batch_size):
-        chunk = cell[s:s + batch_size]
-        outs = generate([p for p, _, _ in chunk], n_new)
-        for (_, key, n), out in zip(chunk, outs):
-          got = decoded_key(tokenizer, out[:n])
-          correct += int(got == key)
-          if len(samples) < 5:
-            samples.append({'length': int(T), 'depth': float(depth), 'key': key,
-                            'output': tokenizer.decode(out[:n])})
+      for (_, key, _), out in zip(cell, outs):
+        correct += int(is_correct(tokenizer, out, key))
+        if len(samples) < 5:
+          samples.append({'length': int(T), 'depth': float(depth), 'key': key,
+                          'output': tokenizer.decode(out)})
       acc[i, j] = correct / len(cell)
   return {'lengths': [int(t) for t in lengths], 'depths': [float(d) for d in depths],
           'accuracy': acc.tolist(), 'mean_accuracy': float(acc.mean()),

@@ -14,6 +14,15 @@ document_perplexity(scorer, tokenizer, texts, ...)
     plus token_perplexity = exp(-LL / tokens). For wikitext the harness scores the detokenized page
     (`wikitext_detokenizer`) but counts words and bytes of the original page; `detokenize=True`
     does the same.
+
+Prefix token: the first window of a document (and every zero-shot request, runner.py / harness.py)
+is conditioned on the tokenizer's EOS id, i.e. the first token is scored as p(t_0 | EOS). This is
+lm-evaluation-harness's rule before 0.4.3 (prefix_token_id = eot_token_id), and for GPT-2 and
+Pythia tokenizers, where BOS == EOS ('<|endoftext|>'), it is also the rule of later versions (which
+prefer a BOS id when the tokenizer has one). The tokenizer interface here (ssa.data.tokenizers:
+encode / decode / vocab_size / eos_id / pad_id) exposes no BOS id, so there is no prefix-token
+option: for a tokenizer with a distinct BOS (e.g. Llama's '<s>'), scores differ from newer harness
+versions in the first token of every document.
 """
 
 from __future__ import annotations
@@ -115,6 +124,15 @@ def document_perplexity(scorer: Scorer, tokenizer, texts: Sequence[str], *,
           'tokens': ntok}
 
 
+def check_limit(limit: Optional[int], name: str) -> None:
+  """A record limit is None (all records) or an integer >= 1; anything else raises naming it."""
+  if limit is None:
+    return
+  if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1:
+    raise ValueError(f'{name}={limit!r}: expected a number of records >= 1, or None for all '
+                     '(0 would score nothing and give NaN metrics).')
+
+
 def read_jsonl(path: str, fields: Sequence[str], task: str = '') -> list[dict]:
   """Records of a JSONL file; a missing file, bad JSON or a missing field raises naming it."""
   path = os.path.expanduser(path)
@@ -129,6 +147,10 @@ def read_jsonl(path: str, fields: Sequence[str], task: str = '') -> list[dict]:
         rec = json.loads(line)
       except json.JSONDecodeError as e:
         raise ValueError(f'{path}:{i}: not valid JSON ({e}).') from e
+      if not isinstance(rec, dict):
+        raise ValueError(f'{path}:{i}: expected a JSON object {{"field": value, ...}} per line, '
+                         f'got {type(rec).__name__} {line.strip()[:60]!r} '
+                         f'({task or "this file"} expects fields {list(fields)}).')
       missing = [k for k in fields if k not in rec]
       if missing:
         raise ValueError(f'{path}:{i}: record lacks field(s) {missing} '
@@ -141,7 +163,9 @@ def read_jsonl(path: str, fields: Sequence[str], task: str = '') -> list[dict]:
 
 
 def wikitext_texts(path: str, limit: Optional[int] = None) -> list[str]:
-  """Pages of a JSONL file in EleutherAI/wikitext_document_level layout (field 'page')."""
+  """Pages of a JSONL file in EleutherAI/wikitext_document_level layout (field 'page');
+  limit = the first `limit` >= 1 pages, None = all."""
+  check_limit(limit, 'wikitext_texts: limit')
   recs = read_jsonl(path, ('page',), 'wikitext')
   return [r['page'] for r in recs[:limit]]
 

@@ -4,7 +4,9 @@
 
 Writes into output_dir:
   eval_results.json      {'meta': {...}, 'metrics': {flat '<name>:<metric>' numbers},
-                          'passkey': grid, 'zero_shot_table': markdown, 'figures': [paths]}
+                          'passkey': grid, 'zero_shot_table': markdown, 'figures': [paths]};
+                         rewritten after every section (meta.complete is False until the end), so
+                         a section that raises leaves the metrics computed before it on disk
   attention_stats.json   the numbers of the attention figures (ssa/evaluation/attention_stats.py)
   zero_shot.md           the paper-ordered markdown table (when zero-shot tasks ran)
   figures/*.png, figures/token_temperature.html
@@ -12,6 +14,7 @@ Metric keys: '<split>:loss', '<split>:perplexity' (token level, packed batches),
 '<split>:word_perplexity', '<split>:byte_perplexity', '<split>:bits_per_byte',
 '<split>:doc_token_perplexity' (rolling windows over whole documents), 'wikitext:*' (from
 eval.wikitext_jsonl), '<task>:<metric>' (zero-shot), 'passkey:mean_accuracy'.
+Splits: eval.splits, or (empty, the default) data.eval_split alone.
 """
 
 from __future__ import annotations
@@ -59,6 +62,24 @@ def _attention_rows(tok, texts, n_rows, T):
   return np.asarray(ids[:n * T], np.int32).reshape(n, T)
 
 
+def eval_splits(config) -> list[str]:
+  """The splits scored: eval.splits, or [data.eval_split] when it is empty (the default)."""
+  splits = config.eval.splits
+  if isinstance(splits, str):  # --set=eval.splits=test
+    splits = [s.strip() for s in splits.split(',') if s.strip()]
+  return list(splits or [config.data.eval_split])
+
+
+def write_results(results: dict, output_dir: str) -> str:
+  """eval_results.json, written atomically (a temporary file renamed over the old one)."""
+  path = os.path.join(output_dir, 'eval_results.json')
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(results, f, indent=1)
+  os.replace(tmp, path)
+  return path
+
+
 def run(config, loaded, output_dir: str, log=print) -> dict:
   """Runs the evaluations enabled in config.eval; returns (and writes) the results."""
   e = config.eval
@@ -75,8 +96,14 @@ def run(config, loaded, output_dir: str, log=print) -> dict:
                'dataset': config.data.dataset, 'tokenizer': config.data.tokenizer,
                'max_len': lm.max_len, 'params': param_counts(loaded.variables['params'])},
       'metrics': {}, 'figures': []}
+  results['meta']['complete'] = False
   m = results['metrics']
-  splits = list(e.splits or [config.data.eval_split])
+  splits = eval_splits(config)
+
+  def checkpoint_results():  # after every section: earlier metrics survive a later failure
+    results['meta']['seconds'] = time.time() - t0
+    write_results(results, output_dir)
+
   docs_cache: dict[str, list[str]] = {}
 
   synthetic = config.data.dataset in ('passkey', 'graph')
@@ -96,6 +123,7 @@ def run(config, loaded, output_dir: str, log=print) -> dict:
       m.update({f'{split}:loss': r['loss'], f'{split}:perplexity': r['perplexity'],
                 f'{split}:tokens': r['tokens']})
       log(f'{split}: token loss {r["loss"]:.4f} ppl {r["perplexity"]:.3f} ({r["tokens"]:.0f} tokens)')
+      checkpoint_results()
     if e.word_perplexity and not synthetic:  # synthetic tasks have no documents/words
       r = perplexity.document_perplexity(scorer, tok, texts_of(split), stride=e.rolling_stride)
       m.update({f'{split}:word_perplexity': r['word_perplexity'],
@@ -104,6 +132,7 @@ def run(config, loaded, output_dir: str, log=print) -> dict:
                 f'{split}:doc_token_perplexity': r['token_perplexity'],
                 f'{split}:documents': r['documents']})
       log(f'{split}: word ppl {r["word_perplexity"]:.3f} over {r["documents"]} documents')
+      checkpoint_results()
   if e.wikitext_jsonl:
     r = perplexity.document_perplexity(scorer, tok, perplexity.wikitext_texts(e.wikitext_jsonl),
                                        stride=e.rolling_stride, detokenize=e.wikitext_detokenize)
@@ -111,6 +140,7 @@ def run(config, loaded, output_dir: str, log=print) -> dict:
               'wikitext:byte_perplexity': r['byte_perplexity'],
               'wikitext:bits_per_byte': r['bits_per_byte']})
     log(f'wikitext: word ppl {r["word_perplexity"]:.3f}')
+    checkpoint_results()
 
   if e.zero_shot_dir:
     r = zero_shot.evaluate_tasks(
@@ -122,6 +152,7 @@ def run(config, loaded, output_dir: str, log=print) -> dict:
     with open(os.path.join(output_dir, 'zero_shot.md'), 'w') as f:
       f.write(table + '\n')
     log(table)
+    checkpoint_results()
 
   if e.passkey:
     too_long = [t for t in e.passkey_lengths if t > lm.max_len]
@@ -139,15 +170,15 @@ def run(config, loaded, output_dir: str, log=print) -> dict:
       results['figures'].append(plots.passkey_heatmap(
           r, os.path.join(fig_dir, 'passkey.png'),
           f'passkey {config.model.preset} {config.ssa.strategy}'))
+    checkpoint_results()
 
   if e.attention_stats:
     results['figures'] += attention_figures(config, loaded, tok, texts_of(splits[0]), lm.max_len,
                                             output_dir)
 
+  results['meta']['complete'] = True
   results['meta']['seconds'] = time.time() - t0
-  with open(os.path.join(output_dir, 'eval_results.json'), 'w') as f:
-    json.dump(results, f, indent=1)
-  log(f'wrote {os.path.join(output_dir, "eval_results.json")}')
+  log(f'wrote {write_results(results, output_dir)}')
   return results
 
 
@@ -155,16 +186,22 @@ def attention_figures(config, loaded, tok, texts, max_len, output_dir) -> list[s
   """attention_stats.json + dilution / entropy / temperature / Figure-1 figures."""
   e = config.eval
   fig_dir = os.path.join(output_dir, 'figures')
+  fig1_ids = None
+  if e.attention_text is not None:
+    fig1_ids = tok.encode(e.attention_text)[:max_len]
+    if not fig1_ids:
+      raise ConfigError(f'eval.attention_text={e.attention_text!r} encodes to no tokens; give a '
+                        'non-empty text, or None for the first attention row.')
   if texts is None:  # synthetic task: the first eval batch
     from ssa.data import make_eval_iterator  # pylint: disable=g-import-not-at-top
     it, _ = make_eval_iterator(config, 0, 1, split=config.data.eval_split, num_batches=1)
     rows = np.asarray(next(iter(it))['inputs'][:e.attention_num_seqs], np.int32)
   else:
     rows = _attention_rows(tok, texts, e.attention_num_seqs, max_len)
-  if e.attention_text:
-    ids = tok.encode(e.attention_text)[:max_len]
+  if fig1_ids is not None:
     fig1 = attention_stats.attention_statistics(loaded.model, loaded.variables,
-                                                np.asarray([ids], np.int32), tok, e.fig1_layer)
+                                                np.asarray([fig1_ids], np.int32), tok,
+                                                e.fig1_layer)
   else:
     fig1 = None
   stats = attention_stats.attention_statistics(loaded.model, loaded.variables, rows, tok,

@@ -37,7 +37,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from ssa.evaluation.perplexity import read_jsonl
+from ssa.evaluation.perplexity import check_limit, read_jsonl
 
 TASKS = ('lambada_standard', 'piqa', 'hellaswag', 'winogrande', 'arc_easy', 'arc_challenge')
 # The paper's table columns (SSA_SPEC §3), in order: (result key, header).
@@ -126,9 +126,11 @@ FIELDS = {'lambada_standard': ('text',), 'piqa': ('goal', 'sol1', 'sol2', 'label
 
 
 def load_task(task: str, path: str, limit: Optional[int] = None) -> list[Doc]:
-  """Docs of a task's JSONL file; missing file / field raise naming them."""
+  """Docs of a task's JSONL file (the first `limit` >= 1, None = all); missing file / field raise
+  naming them."""
   if task not in FIELDS:
     raise ValueError(f'Unknown zero-shot task {task!r}; expected one of {list(TASKS)}.')
+  check_limit(limit, 'eval.zero_shot_limit')
   recs = read_jsonl(path, FIELDS[task], task)[:limit]
   return [make_doc(task, r, f'{path}:{i + 1}') for i, r in enumerate(recs)]
 
@@ -179,6 +181,7 @@ def score_docs(task: str, docs: Sequence[Doc], loglikelihood: Callable, tokenize
 def evaluate_tasks(task_dir: str, tasks: Sequence[str], loglikelihood: Callable, tokenizer,
                    limit: Optional[int] = None) -> dict:
   """Results of every task in `tasks`, each from <task_dir>/<task>.jsonl."""
+  check_limit(limit, 'eval.zero_shot_limit')
   out = {}
   for task in tasks:
     docs = load_task(task, os.path.join(os.path.expanduser(task_dir), f'{task}.jsonl'), limit)
