@@ -1,0 +1,18 @@
+"""Pretrained weight import / export (DESIGN.md: ssa/convert).
+
+    from ssa import convert
+    model_cfg, params = convert.load_hf('dir-or-org/repo', ssa_config)       # GPT-2, Pythia, Llama
+    model_cfg, params, tok = convert.load_gguf('model.gguf', ssa_config)     # Llama family GGUF
+    convert.save_hf(params, model_cfg, 'out_dir')                           # vanilla models
+
+`params` is the exact 'params' tree of ssa.model.Transformer(model_cfg, ssa_cfg).init, with the
+SSA temperature parameters at their init values (identity at start). Any mismatch raises
+ConversionError naming the file and tensors. torch / transformers are never imported here.
+"""
+
+from ssa.convert.common import ConversionError
+from ssa.convert.gguf import load_gguf
+from ssa.convert.hf import load_hf, model_config_from_hf, hf_config_from_model, save_hf
+
+__all__ = ['ConversionError', 'load_hf', 'load_gguf', 'save_hf', 'model_config_from_hf',
+           'hf_config_from_model']
