@@ -46,6 +46,7 @@ def model_config() -> ml_collections.ConfigDict:
   m.dtype = 'float32'            # compute dtype ('float32' | 'bfloat16'); temperatures are always float32
   m.param_dtype = 'float32'      # parameter storage dtype
   m.remat = False                # rematerialise each block in the backward pass (memory for compute)
+  m.init_from = ''               # fresh runs only: '' = random init | 'hf:PATH_OR_REPO' | 'gguf:PATH' pretrained weights (shapes must match)
   return m
 
 

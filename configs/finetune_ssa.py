@@ -8,10 +8,17 @@ Pythia / Llama families (T=2048): AdamW 1e-5, wd 0.01; temperature group Adam 1e
 64 sequences per step (as 4 micro-batches of 16: accumulation equals one large batch here).
 Fine-tuning corpus for the ablations: WikiText-103.
 
-NOT DONE: loading pretrained weights. There is no weight importer yet (ssa/convert is planned), so
-this config starts from a random initialisation unless the workdir already holds a checkpoint of
-the same model (e.g. copied from a vanilla pre-training run: the model/ssa config must match, so
-pre-train with the SSA parameters present and ssa.strategy unchanged).
+Pretrained weights: set model.init_from to the checkpoint to fine-tune (its shapes must equal the
+preset's; a mismatch raises ConfigError naming each field). It is read only when the workdir holds
+no checkpoint (a run that resumes ignores it), the SSA temperature parameters start at their
+init values (ssa.theta_init), and the optimizer state starts fresh:
+
+    python train.py --config=configs/finetune_ssa.py:gpt2-124m --workdir=DIR \
+        --config.model.init_from=hf:/path/to/gpt2            # or hf:openai-community/gpt2
+    python train.py --config=configs/finetune_ssa.py:smollm2-135m --workdir=DIR \
+        --config.model.init_from=gguf:/path/to/smollm2.gguf
+
+Without model.init_from the run starts from a random initialisation.
 """
 
 from configs import base

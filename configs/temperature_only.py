@@ -5,7 +5,11 @@ tau_* parameters train (Adam, lr 1e-2, constant); frozen weights keep no optimiz
     python train.py --config=configs/temperature_only.py:pythia-160m --workdir=DIR \
         --config.optim.tau_optimizer=sgd
 
-Same data and the same pretrained-weights caveat as configs/finetune_ssa.py.
+Same data as configs/finetune_ssa.py. Start from pretrained weights with model.init_from (fresh
+runs only; the temperatures start at their init values, frozen weights get no optimizer state):
+
+    python train.py --config=configs/temperature_only.py:gpt2-124m --workdir=DIR \
+        --config.model.init_from=hf:/path/to/gpt2
 """
 
 from configs import finetune_ssa

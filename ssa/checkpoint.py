@@ -88,8 +88,9 @@ class ProcessJsonRestore(ocp.args.CheckpointArgs):
 # ----------------------------------------------------------------------------- manager
 
 COMPAT_SECTIONS = ('model', 'ssa')
-# Fields that change how the model is computed, not what its parameters are.
-COMPAT_IGNORED = ('preset', 'remat', 'dtype', 'backend')
+# Fields that change how the model is computed, not what its parameters are (init_from: only
+# where a fresh run's weights come from; a restored checkpoint always wins over it).
+COMPAT_IGNORED = ('preset', 'remat', 'dtype', 'backend', 'init_from')
 
 
 def config_diff(saved: dict, current: dict, sections=COMPAT_SECTIONS) -> list[str]:

@@ -169,9 +169,16 @@ class SSAConfig:
     return s0  # linear
 
 
+# config.model fields that only the training loop reads (not part of the model's ModelConfig).
+TRAIN_ONLY_MODEL_FIELDS = ('init_from',)
+
+
 def model_config(config) -> ModelConfig:
   """ModelConfig from config.model (a ConfigDict or mapping); unknown fields raise ConfigError."""
-  return _build(ModelConfig, config, 'model').validate()
+  values = dict(config.items()) if hasattr(config, 'items') else dict(config)
+  for f in TRAIN_ONLY_MODEL_FIELDS:
+    values.pop(f, None)
+  return _build(ModelConfig, values, 'model').validate()
 
 
 def ssa_config(config) -> SSAConfig:

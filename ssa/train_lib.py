@@ -1,7 +1,8 @@
 """Training: TrainState, the pure train_step / eval_step, sharded init, and the loop.
 
     config -> mesh -> data iterator -> model init (shapes by jax.eval_shape, then a jitted init with
-    out_shardings) -> restore if a checkpoint exists -> loop { train_step -> metrics ->
+    out_shardings) -> restore if a checkpoint exists, else random init or model.init_from
+    (pretrained weights via ssa.convert) -> loop { train_step -> metrics ->
     periodic eval / checkpoint } -> final eval + checkpoint
 
 train_step(state, batch) -> (state, metrics) is a module-level pure function; `setup` jits it ONCE
@@ -50,6 +51,7 @@ from ssa import sharding as shard_lib
 from ssa.model import Transformer, is_temperature_path, param_counts
 
 DATA_SPLITS = ('process', 'global')
+INIT_FROM_PREFIXES = ('hf:', 'gguf:')
 
 
 class NonFiniteError(FloatingPointError):
@@ -160,6 +162,14 @@ def init_state(rng, *, model: Transformer, tx, seq_len: int) -> TrainState:
                     rng=run_rng, constants=constants, finite=jnp.ones((), bool))
 
 
+def init_state_from_params(params, rng, *, model: Transformer, tx, seq_len: int) -> TrainState:
+  """init_state with the given params (e.g. imported pretrained weights) and their fresh optimizer
+  state (tx.init: frozen weights of temperature-only mode get none). Under jit the random init of
+  the params is dead code; only the constants and the run rng of init_state are kept."""
+  state = init_state(rng, model=model, tx=tx, seq_len=seq_len)
+  return state.replace(params=params, opt_state=tx.init(params))
+
+
 # ----------------------------------------------------------------------------- setup
 
 @dataclasses.dataclass
@@ -179,6 +189,7 @@ class Setup:
   eval_fn: Callable                # jitted eval_step
   param_count: dict
   flops_per_token: float
+  from_params_fn: Optional[Callable] = None  # (params on param shardings, rng) -> sharded TrainState
 
 
 def validate(config) -> None:
@@ -196,6 +207,11 @@ def validate(config) -> None:
   if config.data.seq_len > config.model.max_len and config.model.pos_emb == 'learned':
     raise config_lib.ConfigError(f'data.seq_len={config.data.seq_len} exceeds model.max_len='
                                  f'{config.model.max_len} (learned position table).')
+  init_from = config.model.get('init_from', '') or ''
+  if not isinstance(init_from, str) or (init_from and not any(
+      init_from.startswith(p) and len(init_from) > len(p) for p in INIT_FROM_PREFIXES)):
+    raise config_lib.ConfigError(f'model.init_from={init_from!r} is not valid; expected \'\' '
+                                 "(random init), 'hf:PATH_OR_REPO' or 'gguf:PATH'.")
   if (jax.process_count() > 1 and config.data.eval_batches is None and
       t.eval_every is not None and t.eval_every >= 0):
     raise config_lib.ConfigError('data.eval_batches=None with several processes: hosts could run '
@@ -228,6 +244,9 @@ def setup(config, mesh: Optional[jax.sharding.Mesh] = None) -> Setup:
                                 abstract, state_sh)
   init_fn = jax.jit(functools.partial(init_state, model=model, tx=tx, seq_len=T),
                     out_shardings=state_sh)
+  from_params_fn = jax.jit(
+      functools.partial(init_state_from_params, model=model, tx=tx, seq_len=T),
+      in_shardings=(param_sh, repl), out_shardings=state_sh, donate_argnums=0)
 
   batch_sh = shard_lib.batch_sharding(mesh, rules)
   micro_sh = NamedSharding(mesh, P(None, *shard_lib.batch_spec(rules)))
@@ -248,7 +267,102 @@ def setup(config, mesh: Optional[jax.sharding.Mesh] = None) -> Setup:
   counts = param_counts(abstract_params)
   fpt = metrics_lib.flops_per_token(mcfg, counts['total'], T)
   return Setup(config, model, mesh, rules, tx, schedules, state_sh, abstract_state, batch_sh,
-               init_fn, step_fn, eval_fn, counts, fpt)
+               init_fn, step_fn, eval_fn, counts, fpt, from_params_fn)
+
+
+# ----------------------------------------------------------------------------- pretrained init
+
+# ModelConfig fields taken from config.model as they are (they do not change what the weights are).
+_IMPORT_OVERRIDES = ('vocab_pad_multiple', 'init_std', 'dtype', 'param_dtype', 'remat', 'preset')
+
+
+def _matching_presets(imported) -> list[str]:
+  try:
+    from configs import presets  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return []
+  return [name for name, fields in presets.PRESETS.items()
+          if all(getattr(imported, k) == v for k, v in fields.items()
+                 if k != 'max_len' or imported.pos_emb == 'learned')]
+
+
+def check_imported_model(imported, config_model, source: str) -> None:
+  """ConfigError naming every field where the imported ModelConfig differs from config.model."""
+  current = config_lib.model_config(config_model)
+  diffs = []
+  for f in dataclasses.fields(imported):
+    if f.name in _IMPORT_OVERRIDES:
+      continue
+    if f.name == 'max_len' and imported.pos_emb != 'learned':
+      continue  # no position table: max_len is only the kv-cache length
+    a, b = getattr(current, f.name), getattr(imported, f.name)
+    if a != b:
+      diffs.append((f.name, a, b))
+  if not diffs:
+    return
+  presets = _matching_presets(imported)
+  hint = (f'use the preset --config=configs/<file>.py:{presets[0]} (matches the checkpoint) or '
+          if presets else 'use a preset with these shapes or ')
+  raise config_lib.ConfigError(
+      f'model.init_from={source!r}: the checkpoint describes a different model than config.model: '
+      + '; '.join(f'model.{k}: config {a!r}, checkpoint {b!r}' for k, a, b in diffs)
+      + f'. To train from it, {hint}set the overrides '
+      + ' '.join(f'--config.model.{k}={b}' for k, _, b in diffs) + '.')
+
+
+def load_init_params(config, rng=None):
+  """(params, ModelConfig) of config.model.init_from, checked against config.model.
+
+  Temperature params (tau_*) are the importer's, at their init (identity at start); `rng` is the
+  key of those that are random (train_and_evaluate passes the init key of config.seed)."""
+  from ssa import convert  # pylint: disable=g-import-not-at-top
+  src = config.model.init_from
+  overrides = {k: config.model[k] for k in _IMPORT_OVERRIDES}
+  try:
+    if src.startswith('hf:'):
+      imported, params = convert.load_hf(src[len('hf:'):], config.ssa, rng=rng, **overrides)
+    elif src.startswith('gguf:'):
+      imported, params, _ = convert.load_gguf(os.path.expanduser(src[len('gguf:'):]), config.ssa,
+                                              tokenizer=False, rng=rng, **overrides)
+    else:
+      raise config_lib.ConfigError(f'model.init_from={src!r} is not valid; expected '
+                                   "'hf:PATH_OR_REPO' or 'gguf:PATH'.")
+  except convert.ConversionError as e:
+    raise convert.ConversionError(f'model.init_from={src!r}: {e}') from e
+  check_imported_model(imported, config.model, src)
+  return params, imported
+
+
+def fresh_state(s: Setup) -> tuple[TrainState, Optional[str]]:
+  """The state of a run that starts without a checkpoint: random init, or model.init_from's
+  weights placed on the param shardings with a fresh optimizer state. Also fills the
+  ssa.strategy='frequency' table. Returns (state, message describing what was loaded or None)."""
+  cfg = s.config
+  rng = jax.random.PRNGKey(cfg.seed)
+  msg = None
+  if cfg.model.get('init_from', ''):
+    init_rng, _ = jax.random.split(rng)  # the key init_state gives model.init
+    params, _ = load_init_params(cfg, init_rng)
+    if jax.tree.structure(params) != jax.tree.structure(s.abstract_state.params):
+      raise config_lib.ConfigError(f'model.init_from={cfg.model.init_from!r}: imported parameter '
+                                   'tree does not match the model (check the ssa config).')
+    params = jax.tree.map(lambda x, a: jnp.asarray(x, a.dtype), params, s.abstract_state.params)
+    params = jax.device_put(params, s.state_shardings.params)
+    state = s.from_params_fn(params, rng)
+    del params
+    counts = param_counts(state.params)
+    msg = (f'Initialised from model.init_from={cfg.model.init_from!r}: {counts["total"]:,} '
+           f'parameters loaded ({counts["temperature"]:,} temperature at their init).')
+    logging.info(msg)
+  else:
+    state = s.init_fn(rng)
+  if cfg.ssa.strategy == 'frequency':
+    table = token_log_freq_table(cfg, s.model.cfg.padded_vocab_size)
+    consts = dict(state.constants)
+    consts['constants'] = {'token_log_freq': jax.device_put(
+        table, s.state_shardings.constants['constants']['token_log_freq'])}
+    state = state.replace(constants=consts)
+  return state, msg
 
 
 # ----------------------------------------------------------------------------- data
@@ -371,18 +485,17 @@ def train_and_evaluate(config, workdir: str, mesh=None) -> dict[str, Any]:
   restored = None
   if cfg.checkpoint.restore:
     restored = ckpt.restore_latest(s.abstract_state, cfg, fallback=cfg.checkpoint.fallback)
+  init_msg = None
   if restored is not None:
     state, data_state, _, start = restored
     it.set_state(data_state)
     logging.info('Resumed from %s', ckpt.step_dir(start))
+    if cfg.model.get('init_from', ''):
+      init_msg = (f'Resumed from {ckpt.step_dir(start)}: model.init_from='
+                  f'{cfg.model.init_from!r} is ignored (it only initialises fresh runs).')
+      logging.info(init_msg)
   else:
-    state = s.init_fn(jax.random.PRNGKey(cfg.seed))
-    if cfg.ssa.strategy == 'frequency':
-      table = token_log_freq_table(cfg, s.model.cfg.padded_vocab_size)
-      consts = dict(state.constants)
-      consts['constants'] = {'token_log_freq': jax.device_put(
-          table, s.state_shardings.constants['constants']['token_log_freq'])}
-      state = state.replace(constants=consts)
+    state, init_msg = fresh_state(s)
     start = 0
   start = int(jax.device_get(state.step))
 
@@ -396,6 +509,8 @@ def train_and_evaluate(config, workdir: str, mesh=None) -> dict[str, Any]:
       f'{jax.process_count()} process(es), batch {B}x{T}, steps {start}->{cfg.train.num_steps}, '
       f'{s.flops_per_token / 1e6:.2f} MFLOP/token, peak {peak:.3g} FLOP/s ({peak_src}); '
       f'setup {time.time() - t0_setup:.1f}s')
+  if init_msg:
+    writer.message(init_msg)
 
   num_steps, log_every = cfg.train.num_steps, cfg.train.log_every
   ev, every = cfg.train.eval_every, cfg.checkpoint.every
