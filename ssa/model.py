@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ssa.attention import TEMPERATURE_PREFIX, Attention, Partitioned, temperature_specs  # noqa: F401
+from ssa.attention import TEMPERATURE_PREFIX, Attention, Partitioned
 from ssa.config_lib import ModelConfig, SSAConfig
 
 

@@ -7,6 +7,7 @@ from absl import app
 from ml_collections import config_flags
 
 from ssa import config_lib
+from ssa.attention import temperature_specs
 from ssa import model as model_lib
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/base.py', 'Config file (:preset).')
@@ -16,7 +17,7 @@ def summary(config) -> str:
   mcfg, scfg = config_lib.model_config(config.model), config_lib.ssa_config(config.ssa)
   counts = model_lib.abstract_param_counts(model_lib.Transformer(mcfg, scfg))
   specs = ', '.join(f'{e}: {s.kind}/{s.terms}' for e, s in
-                    model_lib.temperature_specs(scfg).items()) or 'none'
+                    temperature_specs(scfg).items()) or 'none'
   return '\n'.join([
       f'model   {mcfg.preset or mcfg.family}: family={mcfg.family} layers={mcfg.n_layers} '
       f'd_model={mcfg.d_model} heads={mcfg.n_heads}/{mcfg.n_kv_heads} head_dim={mcfg.head_dim} '

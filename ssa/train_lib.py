@@ -388,22 +388,23 @@ class _RowSlice:
     self._it.set_state(s)
 
 
-def make_train_data(config):
-  from ssa import data as data_lib  # pylint: disable=g-import-not-at-top
+def _make_data(config, make_iterator):
+  """make_iterator(config, process_index, process_count) under train.data_split."""
   pi, pc = jax.process_index(), jax.process_count()
   if config.train.data_split == 'global':
-    it, tok = data_lib.make_train_iterator(config, 0, 1)
+    it, tok = make_iterator(config, 0, 1)
     return _RowSlice(it, pi, pc), tok
-  return data_lib.make_train_iterator(config, pi, pc)
+  return make_iterator(config, pi, pc)
+
+
+def make_train_data(config):
+  from ssa import data as data_lib  # pylint: disable=g-import-not-at-top
+  return _make_data(config, data_lib.make_train_iterator)
 
 
 def make_eval_data(config):
   from ssa import data as data_lib  # pylint: disable=g-import-not-at-top
-  pi, pc = jax.process_index(), jax.process_count()
-  if config.train.data_split == 'global':
-    it, tok = data_lib.make_eval_iterator(config, 0, 1)
-    return _RowSlice(it, pi, pc), tok
-  return data_lib.make_eval_iterator(config, pi, pc)
+  return _make_data(config, data_lib.make_eval_iterator)
 
 
 def evaluate(s: Setup, state: TrainState) -> dict[str, float]:
