@@ -155,6 +155,7 @@ def train_config() -> ml_collections.ConfigDict:
   t.data_split = 'process'       # 'process': each process reads its own documents | 'global': each reads the global batch, keeps its rows
   t.log_every = 10               # steps between metric logs (progress bar, metrics.jsonl, TensorBoard)
   t.eval_every = 200             # steps between validation runs (0 = only at the end; -1 = never)
+  t.eval_at_start = False        # fresh runs: also evaluate before the first step (logged as step 0)
   t.nan_guard = True             # stop (after saving the last good state) on a non-finite loss or gradient
   t.inject_nan_at_step = -1      # fault injection for tests: step (1-based) whose loss becomes NaN; -1 = off
   t.log_temperatures = True      # log the mean learned temperature of each layer (tau_q, tau_k, tau_v)

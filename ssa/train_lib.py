@@ -51,7 +51,7 @@ from ssa import sharding as shard_lib
 from ssa.model import Transformer, is_temperature_path, param_counts
 
 DATA_SPLITS = ('process', 'global')
-INIT_FROM_PREFIXES = ('hf:', 'gguf:')
+INIT_FROM_PREFIXES = ('hf:', 'gguf:', 'ssa:')
 
 
 class NonFiniteError(FloatingPointError):
@@ -211,7 +211,7 @@ def validate(config) -> None:
   if not isinstance(init_from, str) or (init_from and not any(
       init_from.startswith(p) and len(init_from) > len(p) for p in INIT_FROM_PREFIXES)):
     raise config_lib.ConfigError(f'model.init_from={init_from!r} is not valid; expected \'\' '
-                                 "(random init), 'hf:PATH_OR_REPO' or 'gguf:PATH'.")
+                                 "(random init), 'hf:PATH_OR_REPO', 'gguf:PATH' or 'ssa:DIR'.")
   if (jax.process_count() > 1 and config.data.eval_batches is None and
       t.eval_every is not None and t.eval_every >= 0):
     raise config_lib.ConfigError('data.eval_batches=None with several processes: hosts could run '
@@ -313,8 +313,9 @@ def check_imported_model(imported, config_model, source: str) -> None:
 def load_init_params(config, rng=None):
   """(params, ModelConfig) of config.model.init_from, checked against config.model.
 
-  Temperature params (tau_*) are the importer's, at their init (identity at start); `rng` is the
-  key of those that are random (train_and_evaluate passes the init key of config.seed)."""
+  hf:/gguf: temperature params (tau_*) are the importer's, at their init (identity at start);
+  `rng` is the key of those that are random (train_and_evaluate passes the init key of
+  config.seed). ssa: (an SSA checkpoint, ssa/convert/ssa_format.py) loads them too."""
   from ssa import convert  # pylint: disable=g-import-not-at-top
   src = config.model.init_from
   overrides = {k: config.model[k] for k in _IMPORT_OVERRIDES}
@@ -324,9 +325,14 @@ def load_init_params(config, rng=None):
     elif src.startswith('gguf:'):
       imported, params, _ = convert.load_gguf(os.path.expanduser(src[len('gguf:'):]), config.ssa,
                                               tokenizer=False, rng=rng, **overrides)
+    elif src.startswith('ssa:'):
+      imported, _, variables, _ = convert.load_ssa(src[len('ssa:'):])
+      imported = dataclasses.replace(  # stored shapes: the padded vocab is not overridden
+          imported, **{k: v for k, v in overrides.items() if k != 'vocab_pad_multiple'})
+      params = variables['params']
     else:
       raise config_lib.ConfigError(f'model.init_from={src!r} is not valid; expected '
-                                   "'hf:PATH_OR_REPO' or 'gguf:PATH'.")
+                                   "'hf:PATH_OR_REPO', 'gguf:PATH' or 'ssa:DIR'.")
   except convert.ConversionError as e:
     raise convert.ConversionError(f'model.init_from={src!r}: {e}') from e
   check_imported_model(imported, config.model, src)
@@ -351,8 +357,9 @@ def fresh_state(s: Setup) -> tuple[TrainState, Optional[str]]:
     state = s.from_params_fn(params, rng)
     del params
     counts = param_counts(state.params)
+    where = ('loaded too' if cfg.model.init_from.startswith('ssa:') else 'at their init')
     msg = (f'Initialised from model.init_from={cfg.model.init_from!r}: {counts["total"]:,} '
-           f'parameters loaded ({counts["temperature"]:,} temperature at their init).')
+           f'parameters loaded ({counts["temperature"]:,} temperature {where}).')
     logging.info(msg)
   else:
     state = s.init_fn(rng)
@@ -468,6 +475,7 @@ def train_and_evaluate(config, workdir: str, mesh=None) -> dict[str, Any]:
   """Trains config.train.num_steps steps in `workdir` (resuming from its latest checkpoint).
 
   Returns {'step': last step, 'history': [train metric records], 'eval': last eval metrics,
+  'eval_start': eval metrics before the first step (train.eval_at_start) or None,
   'stopped_by': None or the signal name}. Raises NonFiniteError after saving the last good state.
   """
   t0_setup = time.time()
@@ -517,7 +525,7 @@ def train_and_evaluate(config, workdir: str, mesh=None) -> dict[str, Any]:
   ev, every = cfg.train.eval_every, cfg.checkpoint.every
   if ev is not None and ev < 0:
     ev = None  # never
-  history, last_eval, stopped_by = [], None, None
+  history, first_eval, last_eval, stopped_by = [], None, None, None
   data_states = {start: it.get_state()}
   pending = []
   last_saved = start if restored is not None else None
@@ -534,6 +542,9 @@ def train_and_evaluate(config, workdir: str, mesh=None) -> dict[str, Any]:
   step = start
   with _StopFlag() as stop:
     try:
+      if cfg.train.eval_at_start and restored is None and ev is not None:
+        first_eval = evaluate(s, state)
+        writer.write(0, first_eval, kind='eval')
       while step < num_steps:
         batch = shard_lib.global_batch(next(it), s.batch_sharding, B)
         state, m = s.step_fn(state, batch)
@@ -593,5 +604,6 @@ def train_and_evaluate(config, workdir: str, mesh=None) -> dict[str, Any]:
     finally:
       ckpt.close()
       writer.close()
-  return {'step': step, 'history': history, 'eval': last_eval, 'stopped_by': stopped_by,
+  return {'step': step, 'history': history, 'eval': last_eval, 'eval_start': first_eval,
+          'stopped_by': stopped_by,
           'state': state}
