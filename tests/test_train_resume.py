@@ -163,3 +163,19 @@ def test_two_processes_equal_one_process(tmp_path):
   # The two-process checkpoint has one data-state file per process.
   assert sorted(os.listdir(two / 'checkpoints' / '4' / 'data')) == [
       'commit_success.txt', 'process_0-of-2.json', 'process_1-of-2.json']
+
+
+def test_eval_at_start_evaluates_the_initial_state_on_fresh_runs_only(tmp_path):
+  over = {'checkpoint.every': 0, 'train.eval_every': 0, 'train.eval_at_start': True}
+  wd = str(tmp_path / 'w')
+  out = train_lib.train_and_evaluate(_config(**over, **{'train.num_steps': 3}), wd)
+  config = _config(**over)
+  s = train_lib.setup(config)
+  want = train_lib.evaluate(s, s.init_fn(jax.random.PRNGKey(config.seed)))
+  assert out['eval_start']['loss'] == pytest.approx(want['loss'], rel=1e-6)
+  assert out['eval']['loss'] < out['eval_start']['loss']  # 3 steps of training moved it
+  resumed = train_lib.train_and_evaluate(_config(**over, **{'train.num_steps': 5}), wd)
+  assert resumed['eval_start'] is None
+  with open(os.path.join(wd, 'metrics.jsonl')) as f:
+    evals = [json.loads(l)['step'] for l in f if json.loads(l)['kind'] == 'eval']
+  assert evals == [0, 3, 5]
