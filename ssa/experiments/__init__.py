@@ -1,0 +1,1 @@
+"""Theory experiments (SSA_SPEC §3, docs/theory.md)."""
