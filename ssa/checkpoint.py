@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 from typing import Any, Optional
 
 from etils import epath
@@ -114,7 +115,10 @@ class Checkpointer:
   """Save / restore (state, data-iterator state, meta) under `directory`."""
 
   def __init__(self, directory: str, ckpt_cfg):
-    self.directory = epath.Path(directory)
+    # orbax refuses relative paths (at the first save): make local ones absolute here.
+    local = '://' not in str(directory)
+    self.directory = epath.Path(os.path.abspath(os.path.expanduser(directory)) if local
+                                else directory)
     keep = ckpt_cfg.keep or None
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, create=True, enable_async_checkpointing=bool(ckpt_cfg.async_save))

@@ -179,3 +179,12 @@ def test_eval_at_start_evaluates_the_initial_state_on_fresh_runs_only(tmp_path):
   with open(os.path.join(wd, 'metrics.jsonl')) as f:
     evals = [json.loads(l)['step'] for l in f if json.loads(l)['kind'] == 'eval']
   assert evals == [0, 3, 5]
+
+
+def test_relative_workdir_saves_and_resumes(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)  # orbax needs absolute paths: the Checkpointer resolves them
+  over = {'checkpoint.every': 2}
+  train_lib.train_and_evaluate(_config(**over, **{'train.num_steps': 2}), 'rel/run')
+  assert os.path.isdir(tmp_path / 'rel' / 'run' / 'checkpoints' / '2')
+  out = train_lib.train_and_evaluate(_config(**over, **{'train.num_steps': 4}), 'rel/run')
+  assert sorted(_losses(out)) == [3, 4]  # resumed at step 2
