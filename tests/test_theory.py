@@ -97,6 +97,25 @@ def test_denoising_training_reduces_loss():
                              denoising.predict(p0, jnp.asarray(x), 'vanilla'), atol=1e-6)
 
 
+def test_denoising_input_scaling_is_fixed_and_unsaturates_the_softmax():
+  import jax  # pylint: disable=g-import-not-at-top
+  cfg = theory_denoising.get_config('small')
+  cfg.unlock()
+  cfg.update(dict(num_steps=20, warmup_steps=5, log_points=2))
+  p0 = denoising.init_params(cfg, 0)
+  # the z channels have RMS ~ 7 (sigma_noise = 8), the flag channel ~ 0.5
+  assert 5 < float(p0['x_scale'][0]) < 9 and 0.3 < float(p0['x_scale'][-1]) < 0.7
+  x, _ = denoising.sample_batch(jax.random.PRNGKey(1), cfg, 256)
+  logits = lambda p: (denoising._scaled(p, x) @ p['wk'] + p['bk']) @ p['q'] / math.sqrt(cfg.key_dim)
+  raw = dict(p0, x_scale=jnp.ones_like(p0['x_scale']))
+  assert float(logits(p0).std()) < 2 < float(logits(raw).std())  # raw inputs saturate the softmax
+  for m in denoising.MODELS:
+    params, _ = denoising.train(cfg, p0, 0, m)
+    np.testing.assert_array_equal(params['x_scale'], p0['x_scale'])
+  cfg.input_norm = False
+  np.testing.assert_array_equal(denoising.init_params(cfg, 0)['x_scale'], np.ones(cfg.dim + 1))
+
+
 def test_bad_size_and_fields_raise():
   for mod in (theory_graph, theory_denoising):
     with pytest.raises(ValueError, match='unknown size'):

@@ -16,7 +16,10 @@ Estimators (MSE = mean over coordinates of the squared error, averaged over exam
   naive            mean of all n tokens (synthetic.denoising_naive_estimate)
   Bayes            posterior mean sum_{signal} z_j / (k + sigma_signal^2)
                    (synthetic.denoising_bayes_estimate), MSE sigma_signal^2 / (k + sigma_signal^2)
-The attention models train with Adam (cosine decay) on fresh batches sampled inside the jitted
+The attention models train with one protocol for both: tokens divided per channel by a fixed RMS
+measured on one training batch at init (cfg.input_norm; without it the σ_noise = 8 tokens saturate
+the initial softmax and training can stall at mu_hat = 0, docs/theory.md), gradient clipping
+(cfg.grad_clip), linear warm-up then cosine decay (Adam), on fresh batches sampled inside the jitted
 step (`sample_batch`, the same law as synthetic.denoising_example); all four are evaluated on the
 same test set built with synthetic.denoising_example (split 'test'), eval_per_k examples per k.
 
@@ -93,6 +96,15 @@ def test_set(cfg) -> dict[int, tuple[np.ndarray, np.ndarray]]:
 
 # ----------------------------------------------------------------------------- model
 
+def input_scale(cfg, seed: int) -> jnp.ndarray:
+  """Per-channel RMS [d+1] of the token inputs, estimated on one fresh training batch (1024
+  examples, its own key): the fixed input scaling of cfg.input_norm (ones when it is off)."""
+  if not cfg.input_norm:
+    return jnp.ones(cfg.dim + 1)
+  x, _ = sample_batch(jax.random.PRNGKey(20_000 + seed), cfg, 1024)
+  return jnp.sqrt(jnp.mean(x ** 2, axis=(0, 1)))
+
+
 def init_params(cfg, seed: int) -> dict:
   din, dk, dv = cfg.dim + 1, cfg.key_dim, cfg.value_dim
   ks_ = jax.random.split(jax.random.PRNGKey(seed), 4)
@@ -103,20 +115,29 @@ def init_params(cfg, seed: int) -> dict:
           'bo': jnp.zeros(cfg.dim), 'u': jnp.zeros(dv),
           # separate token-term projection, read only when cfg.weight_sharing is False
           'wt': jax.random.normal(jax.random.PRNGKey(seed + 7919), (din, dv)) / math.sqrt(din),
-          'bt': jnp.zeros(dv)}
+          'bt': jnp.zeros(dv),
+          # fixed (never trained) input scaling: tokens enter both models as x / x_scale
+          'x_scale': input_scale(cfg, seed)}
+
+
+def _scaled(params, x):
+  return x / params['x_scale'] if 'x_scale' in params else x
 
 
 def value_temperature(params, x, weight_sharing: bool = True):
   """tau_v(x_j) = 1 + tanh(u^T gelu(x_j W + b)) [..., n] (SSA_SPEC §1.3): W, b = W_v, b_v with
   weight sharing, else a separate projection (wt, bt)."""
+  x = _scaled(params, x)
   v = x @ params['wv'] + params['bv'] if weight_sharing else x @ params['wt'] + params['bt']
   return 1.0 + jnp.tanh(jax.nn.gelu(v, approximate=False) @ params['u'])
 
 
 def predict(params, x, model: str, weight_sharing: bool = True):
-  """mu_hat [B, d] of one-layer attention with a learned query vector; x [B, n, d+1]."""
-  k = x @ params['wk'] + params['bk']
-  v = x @ params['wv'] + params['bv']
+  """mu_hat [B, d] of one-layer attention with a learned query vector; x [B, n, d+1] (raw
+  tokens: the fixed input scaling params['x_scale'] is applied here and in value_temperature)."""
+  xs = _scaled(params, x)
+  k = xs @ params['wk'] + params['bk']
+  v = xs @ params['wv'] + params['bv']
   a = jax.nn.softmax(k @ params['q'] / math.sqrt(k.shape[-1]), axis=-1)   # [B, n]
   if model == 'value_selective':
     v = value_temperature(params, x, weight_sharing)[..., None] * v
@@ -130,8 +151,19 @@ def mse(pred, target) -> float:
 
 
 def make_trainer(cfg, model: str):
-  """Jitted run of cfg.num_steps Adam steps on fresh batches: (params, key) -> (params, losses)."""
-  opt = optax.adam(optax.cosine_decay_schedule(cfg.lr, cfg.num_steps))
+  """Jitted run of cfg.num_steps Adam steps on fresh batches: (params, key) -> (params, losses).
+  The protocol is the same for both models: global-norm gradient clipping (cfg.grad_clip, 0 =
+  off), linear warm-up over cfg.warmup_steps then cosine decay to 0 from cfg.lr."""
+  if not 0 <= cfg.warmup_steps < cfg.num_steps:
+    raise ValueError(f'denoising: need 0 <= warmup_steps ({cfg.warmup_steps}) < num_steps '
+                     f'({cfg.num_steps}).')
+  if cfg.warmup_steps > 0:
+    schedule = optax.warmup_cosine_decay_schedule(0.0, cfg.lr, cfg.warmup_steps, cfg.num_steps)
+  else:
+    schedule = optax.cosine_decay_schedule(cfg.lr, cfg.num_steps)
+  opt = optax.adam(schedule)
+  if cfg.grad_clip > 0:
+    opt = optax.chain(optax.clip_by_global_norm(cfg.grad_clip), opt)
 
   def loss_fn(params, x, mu):
     return jnp.mean((predict(params, x, model, cfg.weight_sharing) - mu) ** 2)
@@ -142,6 +174,7 @@ def make_trainer(cfg, model: str):
       params, state = carry
       x, mu = sample_batch(key, cfg, cfg.batch_size)
       loss, grads = jax.value_and_grad(loss_fn)(params, x, mu)
+      grads = dict(grads, x_scale=jnp.zeros_like(grads['x_scale']))  # fixed, never trained
       if model == 'vanilla':
         grads = dict(grads, u=jnp.zeros_like(grads['u']))  # vanilla ignores u: keep it at 0
       if model == 'vanilla' or cfg.weight_sharing:
