@@ -33,21 +33,15 @@ FLAGS = flags.FLAGS
 
 def read_curve(workdir: str) -> tuple[np.ndarray, np.ndarray]:
   """(tokens [K], validation loss [K]) of one run, from its metrics.jsonl and run config."""
+  from ssa import sweep  # pylint: disable=g-import-not-at-top
   path = os.path.join(workdir, 'metrics.jsonl')
   if not os.path.isfile(path):
     raise FileNotFoundError(f'{path} does not exist (the run has not trained).')
-  tokens_per_step = _tokens_per_step(workdir)
-  curve = {}
-  with open(path) as f:
-    for line in f:
-      rec = json.loads(line)
-      if rec.get('kind') == 'eval' and 'loss' in rec:
-        curve[int(rec['step'])] = float(rec['loss'])  # a resumed run may repeat a step: last wins
+  curve = sweep.read_curve(workdir, _tokens_per_step(workdir))
   if len(curve) < 2:
     raise ValueError(f'{path}: {len(curve)} validation records; the efficiency curve needs >= 2 '
                      '(train with train.eval_every > 0, train.eval_at_start=True).')
-  steps = np.array(sorted(curve))
-  return steps * tokens_per_step, np.array([curve[s] for s in steps])
+  return np.array([c[1] for c in curve]), np.array([c[2] for c in curve])
 
 
 def _tokens_per_step(workdir: str) -> int:
