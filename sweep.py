@@ -70,7 +70,9 @@ def main(argv):
     print(f'ERROR: {type(e).__name__}: {e}', file=sys.stderr)
     sys.exit(2)
   if out['stopped']:
-    sys.exit(0)
+    sys.exit(130)  # interrupted: rerun the same command to continue
+  if any(st == 'failed' for st in out['status'].values()):
+    sys.exit(1)
 
 
 if __name__ == '__main__':

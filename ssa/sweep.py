@@ -192,14 +192,18 @@ def _write_json(path: str, obj) -> None:
   os.replace(tmp, path)
 
 
-def check_workdir(run: Run) -> None:
-  """SweepError if run.workdir holds another run (run.json differs, or files but no run.json)."""
+def check_workdir(run: Run, base: BaseFn = None) -> None:
+  """SweepError if run.workdir holds another run (run.json differs, or files but no run.json that
+  were not made by this run's printed train.py command)."""
   have = _read_json(os.path.join(run.workdir, RUN_JSON))
   want = run.spec()
   if have is None:
     if os.path.isdir(run.workdir) and os.listdir(run.workdir):
+      if _adopt(run, base):  # made by the printed train.py command of this very run
+        return
       raise SweepError(f'{run.workdir} is not empty but has no {RUN_JSON}: it was not made by this '
-                       f'sweep runner for {want}. Remove it or use another --root.')
+                       f'sweep runner for {want} (nor by its printed train.py command with the same '
+                       'config). Remove it or use another --root.')
     return
   if have != want:
     diff = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
@@ -207,6 +211,26 @@ def check_workdir(run: Run) -> None:
         f'{os.path.join(run.workdir, RUN_JSON)} belongs to a different run (fields {diff} differ): '
         f'it has {have}, this sweep wants {want}. The variant definition or --set overrides '
         'changed; use another --root (or remove that workdir) instead of mixing results.')
+
+
+def _adopt(run: Run, base: BaseFn = None) -> bool:
+  """Writes run.json for a workdir trained by `command(run)` (its checkpoint's saved config equals
+  this run's config); False when there is no checkpoint or the configs differ."""
+  from ssa import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
+  if not _latest_checkpoint_step(run.workdir):
+    return False
+  ck = ckpt_lib.Checkpointer(os.path.join(run.workdir, 'checkpoints'),
+                             ml_collections.ConfigDict({'keep': None, 'async_save': False}))
+  try:
+    saved = ck.read_meta(ck.steps()[-1]).get('config', {})
+  finally:
+    ck.close()
+  want = ckpt_lib.config_to_dict(make_config(run, base))
+  if ckpt_lib.config_diff(saved, want, ('model', 'ssa', 'data', 'optim', 'train')) or \
+      saved.get('seed') != want.get('seed'):
+    return False
+  _write_json(os.path.join(run.workdir, RUN_JSON), run.spec())
+  return True
 
 
 def read_curve(workdir: str, tokens_per_step: int) -> list[list]:
@@ -269,7 +293,7 @@ def run_one(run: Run, *, base: BaseFn = None, train_fn: Optional[Callable] = Non
   """Trains `run` unless finished. Returns (status, result): status in 'skip', 'done',
   'stopped' (SIGTERM/SIGINT: checkpoint saved, no result), 'failed' (non-finite loss)."""
   result_path = os.path.join(run.workdir, RESULT_JSON)
-  check_workdir(run)
+  check_workdir(run, base)
   result = _read_json(result_path)
   if result is not None:
     log(f'{prefix}skip (done: val loss {result["loss"]:.4f})')
@@ -315,8 +339,8 @@ def _clear_jax_caches():
 def load_result(run: Run, base: BaseFn = None) -> Optional[dict]:
   """result.json of `run`, else one built from metrics.jsonl of a finished run made by train.py."""
   res = _read_json(os.path.join(run.workdir, RESULT_JSON))
-  if res is not None:
-    return res
+  if res is not None:  # only if it was made for this run (same variant, seed, --set overrides)
+    return res if {k: res.get(k) for k in run.spec()} == run.spec() else None
   have = _read_json(os.path.join(run.workdir, RUN_JSON))
   if have is not None and have != run.spec():
     return None  # another run's workdir: not ours to report
@@ -403,7 +427,7 @@ def run_sweep(sweeps: Union[str, Sequence[str]], size: str, seeds, root: str, *,
   Returns {'status': {workdir: status}, 'tables': {sweep: markdown}, 'stopped': bool}."""
   runs = plan(sweeps, size, seeds, root, extra)
   for run in runs:  # fail before training anything if a workdir belongs to another run
-    check_workdir(run)
+    check_workdir(run, base)
   status, stopped = {}, False
   t_all = time.time()
   for k, run in enumerate(runs, 1):

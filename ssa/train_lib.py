@@ -310,6 +310,22 @@ def check_imported_model(imported, config_model, source: str) -> None:
       + ' '.join(f'--config.model.{k}={b}' for k, _, b in diffs) + '.')
 
 
+# SSA fields that may differ between an ssa: checkpoint and the run that starts from it.
+_SSA_FREE_FIELDS = ('backend', 'theta_init')
+
+
+def check_imported_ssa(saved, current, source: str) -> None:
+  """An ssa: checkpoint's temperatures mean what the run's ssa config says, or ConfigError."""
+  diffs = [(f.name, getattr(current, f.name), getattr(saved, f.name))
+           for f in dataclasses.fields(current)
+           if f.name not in _SSA_FREE_FIELDS and getattr(current, f.name) != getattr(saved, f.name)]
+  if diffs:
+    raise config_lib.ConfigError(
+        f'model.init_from={source!r}: the checkpoint was trained with another SSA config: '
+        + '; '.join(f'ssa.{k}: config {a!r}, checkpoint {b!r}' for k, a, b in diffs)
+        + '. Set ' + ' '.join(f'--config.ssa.{k}={b}' for k, _, b in diffs) + ' to train from it.')
+
+
 def load_init_params(config, rng=None):
   """(params, ModelConfig) of config.model.init_from, checked against config.model.
 
@@ -326,7 +342,8 @@ def load_init_params(config, rng=None):
       imported, params, _ = convert.load_gguf(os.path.expanduser(src[len('gguf:'):]), config.ssa,
                                               tokenizer=False, rng=rng, **overrides)
     elif src.startswith('ssa:'):
-      imported, _, variables, _ = convert.load_ssa(src[len('ssa:'):])
+      imported, saved_ssa, variables, _ = convert.load_ssa(src[len('ssa:'):])
+      check_imported_ssa(saved_ssa, config_lib.ssa_config(config.ssa), src)
       imported = dataclasses.replace(  # stored shapes: the padded vocab is not overridden
           imported, **{k: v for k, v in overrides.items() if k != 'vocab_pad_multiple'})
       params = variables['params']
@@ -352,6 +369,13 @@ def fresh_state(s: Setup) -> tuple[TrainState, Optional[str]]:
     if jax.tree.structure(params) != jax.tree.structure(s.abstract_state.params):
       raise config_lib.ConfigError(f'model.init_from={cfg.model.init_from!r}: imported parameter '
                                    'tree does not match the model (check the ssa config).')
+    bad = [f'{jax.tree_util.keystr(p)}: {tuple(np.shape(x))} vs {tuple(a.shape)}'
+           for (p, x), a in zip(jax.tree_util.tree_leaves_with_path(params),
+                                jax.tree.leaves(s.abstract_state.params))
+           if tuple(np.shape(x)) != tuple(a.shape)]
+    if bad:
+      raise config_lib.ConfigError(f'model.init_from={cfg.model.init_from!r}: imported shapes '
+                                   f'differ from the model (imported vs model): {bad[:6]}.')
     params = jax.tree.map(lambda x, a: jnp.asarray(x, a.dtype), params, s.abstract_state.params)
     params = jax.device_put(params, s.state_shardings.params)
     state = s.from_params_fn(params, rng)

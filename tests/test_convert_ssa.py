@@ -117,7 +117,7 @@ def test_export_then_init_from_ssa_restores_trained_temperatures(trained):
 def test_init_from_ssa_with_another_ssa_config_is_refused(trained):
   _, _, out = trained
   cfg = _config(**{'model.init_from': f'ssa:{out}', 'ssa.strategy': 'vanilla'})
-  with pytest.raises(ConfigError, match='does not match the model'):
+  with pytest.raises(ConfigError, match="ssa.strategy: config 'vanilla', checkpoint 'ssa'"):
     train_lib.fresh_state(train_lib.setup(cfg))
 
 
@@ -137,3 +137,25 @@ def test_export_auto_picks_hf_for_vanilla(tmp_path):
     np.testing.assert_array_equal(a, b, err_msg=k)
   with pytest.raises(convert.ConversionError, match='no ssa_config.json'):
     ssa_format.read_ssa_config(str(tmp_path / 'hf'))
+
+
+def test_init_from_ssa_with_same_tree_other_meaning_is_refused(trained):
+  _, _, out = trained  # slope=sigmoid stores the same theta leaves as exp_exp
+  cfg = _config(**{'model.init_from': f'ssa:{out}', 'ssa.slope': 'sigmoid'})
+  with pytest.raises(ConfigError, match=r"ssa.slope: config 'sigmoid', checkpoint 'exp_exp'"):
+    train_lib.fresh_state(train_lib.setup(cfg))
+
+
+def test_constants_are_checked_too(tmp_path):
+  model, variables = tl.build('gpt2', strategy='frequency')
+  with pytest.raises(convert.ConversionError, match=r'Missing: \[.constants/token_log_freq'):
+    convert.save_ssa(variables['params'], model.cfg, model.ssa, str(tmp_path))
+
+
+def test_hf_export_refuses_a_non_vanilla_strategy_without_parameters(tmp_path):
+  class _Loaded:  # what export() reads of ssa.evaluation.loading.Loaded
+    def __init__(self, model, variables):
+      self.model, self.variables = model, variables
+  model, variables = tl.build('gpt2', strategy='yarn', yarn_train_len=16, yarn_context_len=64)
+  with pytest.raises(convert.ConversionError, match="cannot represent ssa.strategy='yarn'"):
+    export(_Loaded(model, variables), str(tmp_path), 'hf')

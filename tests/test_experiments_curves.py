@@ -28,6 +28,7 @@ def test_token_ratio_of_a_curve_compressed_in_tokens_is_the_compression():
   assert efficiency.token_ratio(base, fast) == pytest.approx(1.45)
   assert efficiency.token_ratio(base, base) == pytest.approx(1.0)
   assert efficiency.token_ratio(base, (tokens, loss + 0.1)) is None  # never reaches
+  assert efficiency.token_ratio(base, (tokens, loss - 10.0)) == float('inf')  # there at token 0
 
 
 @pytest.fixture(scope='module')
@@ -61,6 +62,17 @@ def test_efficiency_analysis_on_runs(runs):
   assert '| ssa | 2 |' in efficiency.summary(res)
   with pytest.raises(FileNotFoundError, match='No runs pts_s'):
     efficiency.analyse(runs, 'vanilla', ['pts'])
+  # An unfinished run (last validation before train.num_steps) is refused, not averaged in.
+  cut = os.path.join(runs, 'ssa_s1', 'metrics.jsonl')
+  lines = open(cut).read().splitlines()
+  with open(cut, 'w') as f:
+    f.write('\n'.join(lines[:-1]) + '\n')
+  try:
+    with pytest.raises(ValueError, match='step 2 of train.num_steps=4: the run is unfinished'):
+      efficiency.analyse(runs, 'vanilla', ['ssa'])
+  finally:
+    with open(cut, 'w') as f:
+      f.write('\n'.join(lines) + '\n')
 
 
 def test_dilution_statistics_on_runs(runs):

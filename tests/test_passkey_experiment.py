@@ -129,3 +129,8 @@ def test_end_to_end_two_steps(tmp_path, word_tok):
   assert exp.train_run(exp.run_config(c, 'ssa', 0), wd, log=lines.append) == {
       'trained': False, 'seconds': 0.0}
   assert 'training skipped' in lines[-1]
+  # The same workdir under another training config is refused, not evaluated as this one.
+  c2 = exp.run_config(c, 'ssa', 0)
+  c2.optim.lr = 1.0
+  with pytest.raises(ValueError, match='holds a run of another config.*optim.lr'):
+    exp.train_run(c2, wd, log=lines.append)

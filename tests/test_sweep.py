@@ -314,3 +314,28 @@ def test_cli_print_commands_and_errors(tmp_path):
   bad = subprocess.run(cmd[:2] + ['--sweep=nope', '--print_commands'], cwd=ROOT,
                        capture_output=True, text=True, timeout=120)
   assert bad.returncode == 2 and 'embeddings' in bad.stderr
+
+
+def test_runs_made_by_printed_commands_are_adopted_and_collected(tmp_path):
+  root = str(tmp_path)
+  run = next(r for r in sweep.plan('sharing', 'small', [1], root) if r.variant == 'vanilla')
+  base = _tiny(4)
+  # What `python train.py --config=... --workdir=W --config.seed=1 --config.data.seed=1` does:
+  train_lib.train_and_evaluate(sweep.make_config(run, base), run.workdir)
+  assert not os.path.exists(os.path.join(run.workdir, 'run.json'))
+  res = sweep.load_result(run, base)  # built from metrics.jsonl (finished: eval at step 4)
+  assert res['source'] == 'metrics.jsonl' and res['step'] == 4
+  sweep.check_workdir(run, base)  # same config: adopted, run.json written
+  assert json.load(open(os.path.join(run.workdir, 'run.json'))) == run.spec()
+  # The same workdir is not adopted for another config (other seed) ...
+  other = next(r for r in sweep.plan('sharing', 'small', [1], str(tmp_path / 'b'))
+               if r.variant == 'vanilla')
+  import shutil  # pylint: disable=g-import-not-at-top
+  shutil.copytree(run.workdir, other.workdir)
+  os.remove(os.path.join(other.workdir, 'run.json'))
+  with pytest.raises(sweep.SweepError, match='not empty but has no run.json'):
+    sweep.check_workdir(other, _tiny(8))  # train.num_steps differs
+  # ... and a result.json made under other --set overrides is not reported for this run.
+  with open(os.path.join(run.workdir, 'result.json'), 'w') as f:
+    json.dump({**run.spec(), 'set': {'optim.lr': 1.0}, 'loss': 1.0}, f)
+  assert sweep.load_result(run, base) is None

@@ -16,11 +16,14 @@ from absl import app
 from absl import flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('workdir', None, 'Training workdir (its checkpoints/ folder is read).')
-flags.DEFINE_string('checkpoint', None, 'A checkpoint step directory (.../checkpoints/<step>).')
-flags.DEFINE_integer('step', None, 'Checkpoint step (default: the latest).')
-flags.DEFINE_string('out', None, 'Output directory.')
-flags.DEFINE_enum('format', 'auto', ['auto', 'hf', 'ssa'], 'auto: hf for vanilla, ssa otherwise.')
+
+
+def define_flags():  # only when run as a script: importing the module defines no flags
+  flags.DEFINE_string('workdir', None, 'Training workdir (its checkpoints/ folder is read).')
+  flags.DEFINE_string('checkpoint', None, 'A checkpoint step directory (.../checkpoints/<step>).')
+  flags.DEFINE_integer('step', None, 'Checkpoint step (default: the latest).')
+  flags.DEFINE_string('out', None, 'Output directory.')
+  flags.DEFINE_enum('format', 'auto', ['auto', 'hf', 'ssa'], 'auto: hf for vanilla, ssa otherwise.')
 
 
 def export(loaded, out: str, fmt: str = 'auto') -> str:
@@ -29,6 +32,9 @@ def export(loaded, out: str, fmt: str = 'auto') -> str:
   mcfg, scfg = loaded.model.cfg, loaded.model.ssa
   if fmt == 'auto':
     fmt = 'hf' if scfg.strategy == 'vanilla' else 'ssa'
+  if fmt == 'hf' and scfg.strategy != 'vanilla':  # e.g. yarn: no tau_* params, but not vanilla
+    raise convert.ConversionError(f'--format=hf cannot represent ssa.strategy={scfg.strategy!r}; '
+                                  'use --format=ssa (or auto).')
   if fmt == 'hf':
     convert.save_hf(loaded.variables['params'], mcfg, out)
   else:
@@ -57,4 +63,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

@@ -26,11 +26,14 @@ import json
 import os
 from typing import Any, Optional
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from ssa import config_lib
 from ssa.config_lib import ModelConfig, SSAConfig
-from ssa.convert.common import ConversionError, expected_shapes, flatten, unflatten
+from ssa.convert.common import ConversionError, flatten, unflatten
+from ssa.model import Transformer
 
 FORMAT, VERSION = 'ssa-checkpoint', 1
 CONFIG_FILE, WEIGHTS_FILE = 'ssa_config.json', 'model.safetensors'
@@ -61,20 +64,35 @@ def save_ssa(variables, model_cfg: ModelConfig, ssa_cfg: SSAConfig, out_dir: str
   os.makedirs(out_dir, exist_ok=True)
   meta = {'format': FORMAT, 'version': VERSION, 'model': dataclasses.asdict(model_cfg),
           'ssa': dataclasses.asdict(ssa_cfg), 'extra': extra or {}}
-  with open(os.path.join(out_dir, CONFIG_FILE), 'w') as f:
+  # Each file is written under a temporary name and renamed; the weights first, the config
+  # last, so a kill never leaves a config describing other weights.
+  weights, config = os.path.join(out_dir, WEIGHTS_FILE), os.path.join(out_dir, CONFIG_FILE)
+  save_file(tensors, weights + '.tmp', metadata={'format': FORMAT})
+  os.replace(weights + '.tmp', weights)
+  with open(config + '.tmp', 'w') as f:
     json.dump(meta, f, indent=2)
-  save_file(tensors, os.path.join(out_dir, WEIGHTS_FILE), metadata={'format': FORMAT})
+  os.replace(config + '.tmp', config)
   return out_dir
 
 
+def _expected(model_cfg: ModelConfig, ssa_cfg: SSAConfig) -> dict[str, tuple]:
+  """{tensor name: shape} of every params leaf and 'constants/<path>' leaf of the model."""
+  model = Transformer(model_cfg, ssa_cfg)
+  shapes = jax.eval_shape(lambda r: model.init(r, jnp.zeros((1, 8), jnp.int32)),
+                          jax.random.PRNGKey(0))
+  out = {k: tuple(v.shape) for k, v in flatten(shapes['params']).items()}
+  if 'constants' in shapes:
+    out.update({k: tuple(v.shape) for k, v in flatten({'constants': shapes['constants']}).items()})
+  return out
+
+
 def _check(tensors: dict, model_cfg: ModelConfig, ssa_cfg: SSAConfig, source: str) -> None:
-  expected = expected_shapes(model_cfg, ssa_cfg)
-  params = {k: v for k, v in tensors.items() if not k.startswith(_CONSTANTS)}
-  missing = sorted(set(expected) - set(params))
-  unexpected = sorted(set(params) - set(expected))
-  wrong = sorted(f'{k}: got {tuple(np.shape(params[k]))}, expected {tuple(expected[k].shape)}'
-                 for k in set(expected) & set(params)
-                 if tuple(np.shape(params[k])) != tuple(expected[k].shape))
+  expected = _expected(model_cfg, ssa_cfg)
+  missing = sorted(set(expected) - set(tensors))
+  unexpected = sorted(set(tensors) - set(expected))
+  wrong = sorted(f'{k}: got {tuple(np.shape(tensors[k]))}, expected {expected[k]}'
+                 for k in set(expected) & set(tensors)
+                 if tuple(np.shape(tensors[k])) != expected[k])
   if missing or unexpected or wrong:
     raise ConversionError(
         f'{source}: tensors do not match the model its config describes '

@@ -201,8 +201,9 @@ def train(cfg, params, seed: int, model: str, trainer=None):
 # ----------------------------------------------------------------------------- experiment
 
 def _ms(xs) -> dict:
+  """Mean and sample std (ddof=1, as every table of the project; 0 for one value)."""
   xs = np.asarray(xs, np.float64)
-  return {'mean': float(xs.mean()), 'std': float(xs.std())}
+  return {'mean': float(xs.mean()), 'std': float(xs.std(ddof=1)) if xs.size > 1 else 0.0}
 
 
 def run_experiment(cfg, outdir: str | None = None, verbose: bool = True) -> dict:
@@ -299,7 +300,8 @@ def figure(result, per_k, path):
   kk = np.asarray(result['ks'])
   for m in METHODS:
     r = np.asarray(per_k[m])
-    a2.errorbar(kk, r.mean(0), r.std(0), color=colours[m], marker='o', ms=3, capsize=2,
+    sd = r.std(0, ddof=1) if len(r) > 1 else 0 * r[0]
+    a2.errorbar(kk, r.mean(0), sd, color=colours[m], marker='o', ms=3, capsize=2,
                 label=m.replace('_', '-'))
   for m, ls in (('bayes', ':'), ('naive', ':')):
     a2.plot(kk, result['mse_by_k_closed_form'][m], ls, color='k', lw=1)

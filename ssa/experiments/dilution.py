@@ -49,6 +49,9 @@ def run_statistics(workdir: str, num_seqs: int) -> dict:
   """{'dilution': {layer: [T][S]}, 'entropy': {layer: [T]}} of one run's latest checkpoint."""
   from ssa.evaluation import attention_stats, loading  # pylint: disable=g-import-not-at-top
   loaded = loading.load(workdir=workdir)
+  if loaded.step != loaded.config.train.num_steps:
+    raise ValueError(f'{workdir}: latest checkpoint is step {loaded.step} of train.num_steps='
+                     f'{loaded.config.train.num_steps}: the run is unfinished (resume it first).')
   rows = validation_rows(loaded.config, num_seqs)
   stats = attention_stats.attention_statistics(loaded.model, loaded.variables, rows)
   return {'dilution': stats['dilution'], 'entropy': stats['entropy'], 'step': loaded.step}

@@ -37,15 +37,20 @@ def read_curve(workdir: str) -> tuple[np.ndarray, np.ndarray]:
   path = os.path.join(workdir, 'metrics.jsonl')
   if not os.path.isfile(path):
     raise FileNotFoundError(f'{path} does not exist (the run has not trained).')
-  curve = sweep.read_curve(workdir, _tokens_per_step(workdir))
+  tps, num_steps = _batch_and_steps(workdir)
+  curve = sweep.read_curve(workdir, tps)
+  if curve and curve[-1][0] != num_steps:
+    raise ValueError(f'{path}: the last validation is at step {curve[-1][0]} of train.num_steps='
+                     f'{num_steps}: the run is unfinished (resume it first).')
   if len(curve) < 2:
     raise ValueError(f'{path}: {len(curve)} validation records; the efficiency curve needs >= 2 '
                      '(train with train.eval_every > 0, train.eval_at_start=True).')
   return np.array([c[1] for c in curve]), np.array([c[2] for c in curve])
 
 
-def _tokens_per_step(workdir: str) -> int:
-  """data.batch_size * data.seq_len of the run's saved config (its latest checkpoint's meta)."""
+def _batch_and_steps(workdir: str) -> tuple[int, int]:
+  """(data.batch_size * data.seq_len, train.num_steps) of the run's saved config (its latest
+  checkpoint's meta)."""
   import ml_collections  # pylint: disable=g-import-not-at-top
   from ssa import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
   ck = ckpt_lib.Checkpointer(os.path.join(workdir, 'checkpoints'),
@@ -57,7 +62,8 @@ def _tokens_per_step(workdir: str) -> int:
     saved = ck.read_meta(steps[-1])['config']
   finally:
     ck.close()
-  return int(saved['data']['batch_size']) * int(saved['data']['seq_len'])
+  return (int(saved['data']['batch_size']) * int(saved['data']['seq_len']),
+          int(saved['train']['num_steps']))
 
 
 def tokens_to_reach(tokens: np.ndarray, loss: np.ndarray, target: float) -> Optional[float]:
@@ -74,9 +80,12 @@ def tokens_to_reach(tokens: np.ndarray, loss: np.ndarray, target: float) -> Opti
 
 def token_ratio(base: tuple[np.ndarray, np.ndarray], cand: tuple[np.ndarray, np.ndarray]
                 ) -> Optional[float]:
-  """N_base / N_cand (see the module docstring); None when the candidate never reaches L."""
+  """N_base / N_cand (see the module docstring); None when the candidate never reaches L, inf
+  when it is there at its first evaluation (token 0)."""
   n = tokens_to_reach(*cand, target=float(base[1][-1]))
-  return None if n is None or n <= 0 else float(base[0][-1]) / n
+  if n is None:
+    return None
+  return float('inf') if n <= 0 else float(base[0][-1]) / n
 
 
 def find_runs(root: str, variant: str) -> dict[int, str]:

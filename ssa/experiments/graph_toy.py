@@ -173,8 +173,9 @@ def degree_table(degrees: list[np.ndarray], taus: list[np.ndarray]) -> dict:
 
 
 def _ms(xs) -> dict:
+  """Mean and sample std (ddof=1, as every table of the project; 0 for one value)."""
   xs = np.asarray(xs, np.float64)
-  return {'mean': float(xs.mean()), 'std': float(xs.std())}
+  return {'mean': float(xs.mean()), 'std': float(xs.std(ddof=1)) if xs.size > 1 else 0.0}
 
 
 def run_experiment(cfg, outdir: str | None = None, verbose: bool = True) -> dict:

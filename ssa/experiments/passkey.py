@@ -239,15 +239,43 @@ def _last_metrics(workdir: str) -> tuple:
   return train, evl
 
 
+def _saved_config_diff(cfg, workdir: str, step: int) -> list[str]:
+  """Fields in which the config saved with checkpoint `step` differs from `cfg`."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from ssa import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
+  ck = ckpt_lib.Checkpointer(os.path.join(workdir, 'checkpoints'),
+                             ml_collections.ConfigDict({'keep': None, 'async_save': False}))
+  try:
+    saved = ck.read_meta(step).get('config', {})
+  finally:
+    ck.close()
+  want = ckpt_lib.config_to_dict(cfg)
+  diff = ckpt_lib.config_diff(saved, want, ('model', 'ssa', 'optim', 'data', 'train'))
+  return diff + ([f"seed: {saved.get('seed')!r} -> {want.get('seed')!r}"]
+                 if saved.get('seed') != want.get('seed') else [])
+
+
 def train_run(cfg, workdir: str, log=print) -> dict:
-  """Trains unless workdir already holds a checkpoint at train.num_steps."""
+  """Trains unless workdir already holds this config's checkpoint at train.num_steps.
+
+  A workdir trained with another config raises ValueError naming the fields; a run stopped by a
+  signal raises SystemExit (its checkpoint is saved: rerun to resume), so that no half-trained
+  model is evaluated as if finished."""
   from ssa import train_lib  # pylint: disable=g-import-not-at-top
   t0 = time.time()
   done = _finished_step(workdir)
-  if done is not None and done >= cfg.train.num_steps:
-    log(f'  {workdir}: finished (step {done}); training skipped')
-    return {'trained': False, 'seconds': 0.0}
+  if done is not None:
+    diff = _saved_config_diff(cfg, workdir, done)
+    if diff:
+      raise ValueError(f'{workdir} holds a run of another config ({"; ".join(diff[:6])}); use '
+                       'another --runs_root or remove it.')
+    if done == cfg.train.num_steps:
+      log(f'  {workdir}: finished (step {done}); training skipped')
+      return {'trained': False, 'seconds': 0.0}
   out = train_lib.train_and_evaluate(cfg, workdir)
+  if out.get('stopped_by'):
+    raise SystemExit(f'{workdir}: stopped by {out["stopped_by"]} at step {out["step"]} (checkpoint '
+                     'saved; rerun the same command to resume). passkey.json not written.')
   return {'trained': True, 'seconds': time.time() - t0,
           'final_eval_loss': (out['eval'] or {}).get('loss')}
 
