@@ -186,3 +186,22 @@ def test_cli_set_eval_step_selects_the_checkpoint_without_config(run_dir):
   workdir, _, _, _ = run_dir
   p = _eval_cli(f'--workdir={workdir}', '--prompt=ROMEO:', '--set=eval.step=9')
   assert p.returncode == 2 and 'step 9' in p.stderr and 'steps: [7]' in p.stderr, p.stderr[-2000:]
+
+
+def test_load_without_config_for_an_experiment_named_model(tmp_path):
+  """Experiment configs name their model (configs/shakespeare.py: 'shakespeare-ssa'), which is no
+  preset: loading with the checkpoint's own config must still rebuild that exact model."""
+  c = tiny.get_config()
+  c.model.preset = 'my-experiment'
+  c.model.d_model, c.model.head_dim, c.model.n_layers = 32, 8, 3   # not gpt2-tiny's shape
+  s = train_lib.setup(c)
+  state = s.init_fn(jax.random.PRNGKey(2))
+  ck = ckpt_lib.Checkpointer(str(tmp_path / 'checkpoints'), c.checkpoint)
+  ck.save(3, state, {}, c)
+  ck.close()
+  loaded = loading.load(None, workdir=str(tmp_path))
+  assert loaded.config.model.preset == 'my-experiment' and loaded.config.model.n_layers == 3
+  a, b = _flat(loaded.variables['params']), _flat(state.params)
+  assert a.keys() == b.keys()
+  for k in a:
+    np.testing.assert_array_equal(a[k], b[k], err_msg=k)

@@ -82,9 +82,11 @@ def _set_fields(target: ml_collections.ConfigDict, saved: dict, prefix: str = ''
 
 def config_from_saved(saved: dict) -> ml_collections.ConfigDict:
   """configs/base.py config with every field of a saved config dict copied over."""
-  from configs import base  # pylint: disable=g-import-not-at-top
+  from configs import base, presets  # pylint: disable=g-import-not-at-top
   preset = (saved.get('model') or {}).get('preset') or 'gpt2-tiny'
-  c = base.get_config(preset)
+  # Experiment configs name their own model (e.g. 'shakespeare-ssa'): every model field is
+  # copied from `saved` below, so any preset is a valid starting point.
+  c = base.get_config(preset if preset in presets.PRESETS else 'gpt2-tiny')
   _set_fields(c, saved)
   return c
 
