@@ -48,6 +48,8 @@ Sweeps (vanilla is in each, so every table has its delta-vs-vanilla column):
   slope        vanilla ssa(exp_exp) ssa_sigmoid ssa_linear
   granularity  vanilla ssa(head) ssa_layer
   combine      vanilla ssa(add) ssa_mul
+  efficiency   vanilla ssa: the runs of the training-efficiency experiment, trained with a longer
+               budget and denser validation through --set (docs/results.md gives the command)
 """
 
 from __future__ import annotations
@@ -112,6 +114,7 @@ SWEEPS = {
     'slope': ('vanilla', 'ssa', 'ssa_sigmoid', 'ssa_linear'),
     'granularity': ('vanilla', 'ssa', 'ssa_layer'),
     'combine': ('vanilla', 'ssa', 'ssa_mul'),
+    'efficiency': ('vanilla', 'ssa'),  # ssa/experiments/efficiency.py (run with a longer budget)
 }
 
 

@@ -57,6 +57,7 @@ def _expected(size):
       'granularity': [('vanilla', VANILLA), ('ssa', SSA),
                       ('ssa_layer', {**SSA, 'ssa.granularity': 'layer'})],
       'combine': [('vanilla', VANILLA), ('ssa', SSA), ('ssa_mul', {**SSA, 'ssa.combine': 'mul'})],
+      'efficiency': [('vanilla', VANILLA), ('ssa', SSA)],
   }
 
 
