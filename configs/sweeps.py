@@ -16,8 +16,8 @@ Sizes:
   small  byte-level Shakespeare, GPT-2 layout, 2 layers, D=128, 4 heads of 32, T=64, batch 16,
          300 steps (AdamW 3e-3, warmup 30, cosine to 3e-4); validation (8 batches) at step 0 and
          every 60 steps (6 points of the validation curve per run); checkpoint every 150 steps.
-         One run: ~45 CPU-seconds, ~30 s wall on an idle 2-core CPU (estimate, compile and evals
-         included; 87-99 s measured on a box loaded ~4x by other jobs); val loss ~2.66 nats/byte.
+         One run: 23-45 s wall on the idle 2-core dev CPU (compile and evals included; up to
+         96 s when the box was shared); final val loss 2.56-2.70 nats/byte (docs/results.md).
   paper  the GPT-2 124M pre-training recipe (configs/gpt2_124m_pretrain.py, SSA_SPEC §2) plus a
          validation at step 0; for GPU / TPU.
 
