@@ -17,7 +17,7 @@ Sizes:
          300 steps (AdamW 3e-3, warmup 30, cosine to 3e-4); validation (8 batches) at step 0 and
          every 60 steps (6 points of the validation curve per run); checkpoint every 150 steps.
          One run: 23-45 s wall on the idle 2-core dev CPU (compile and evals included; up to
-         96 s when the box was shared); final val loss 2.56-2.70 nats/byte (docs/results.md).
+         96 s when the box was shared); final val loss 2.55-2.77 nats/byte (docs/results.md).
   paper  the GPT-2 124M pre-training recipe (configs/gpt2_124m_pretrain.py, SSA_SPEC §2) plus a
          validation at step 0; for GPU / TPU.
 
