@@ -16,7 +16,6 @@ A missing checkpoint or one written for another model config exits with status 2
 naming the path or the differing fields.
 """
 
-import ast
 import os
 import sys
 
@@ -38,37 +37,15 @@ flags.DEFINE_multi_string('set', [], 'key=value override of a config field (repe
 
 
 def apply_overrides(config, overrides):
-  for item in overrides:
-    key, sep, value = item.partition('=')
-    if not sep:
-      raise ValueError(f'--set {item!r}: expected key=value.')
-    node = config
-    *parents, leaf = key.strip().split('.')
-    for p in parents:
-      if p not in node:
-        raise ValueError(f'--set {item!r}: the config has no field {key.strip()!r}.')
-      node = node[p]
-    if leaf not in node:
-      raise ValueError(f'--set {item!r}: the config has no field {key.strip()!r}.')
-    try:
-      parsed = ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-      parsed = value
-    with node.ignore_type():
-      node[leaf] = parsed
+  """Applies --set key=value items (values parsed as Python literals, else strings)."""
+  from ssa import config_lib  # pylint: disable=g-import-not-at-top
+  return config_lib.apply_overrides(config, config_lib.parse_overrides(overrides))
 
 
 def override_value(overrides, key, default=None):
   """The value --set gives `key` (the last wins; parsed as apply_overrides does), else default."""
-  value = default
-  for item in overrides:
-    k, sep, v = item.partition('=')
-    if sep and k.strip() == key:
-      try:
-        value = ast.literal_eval(v)
-      except (ValueError, SyntaxError):
-        value = v
-  return value
+  from ssa import config_lib  # pylint: disable=g-import-not-at-top
+  return config_lib.parse_overrides(overrides).get(key, default)
 
 
 def main(argv):

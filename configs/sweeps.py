@@ -59,6 +59,7 @@ import ml_collections
 from configs import base
 from configs import gpt2_124m_pretrain
 from configs import shakespeare
+from ssa.config_lib import apply_overrides
 
 SIZES = ('small', 'paper')
 
@@ -161,23 +162,6 @@ def base_config(size: str) -> ml_collections.ConfigDict:
   c.checkpoint.every = 150
   c.checkpoint.keep = 1
   return c
-
-
-def apply_overrides(config: ml_collections.ConfigDict,
-                    overrides: dict) -> ml_collections.ConfigDict:
-  """Sets each dotted field of `overrides` in `config` (in place); unknown fields: ValueError."""
-  for key, value in overrides.items():
-    node = config
-    *parents, leaf = key.split('.')
-    for p in parents:
-      if p not in node:
-        raise ValueError(f'Override {key}={value!r}: the config has no field {key!r}.')
-      node = node[p]
-    if leaf not in node:
-      raise ValueError(f'Override {key}={value!r}: the config has no field {key!r}.')
-    with node.ignore_type():  # placeholders (None) take a value; ints where floats are expected
-      node[leaf] = value
-  return config
 
 
 def get_config(arg: str = 'strategies,small,ssa') -> ml_collections.ConfigDict:

@@ -111,6 +111,44 @@ def config_to_dict(config) -> dict:
   return json.loads(config.to_json_best_effort())
 
 
+# The sections that make two configs different training runs (not only different models).
+RUN_SECTIONS = ('model', 'ssa', 'data', 'optim', 'train')
+
+
+def run_config_diff(saved: dict, config) -> list[str]:
+  """Fields in which a saved config describes another training run than `config` (the
+  RUN_SECTIONS and the seed), as 'field: saved -> current'."""
+  want = config_to_dict(config)
+  diff = config_diff(saved, want, RUN_SECTIONS)
+  if saved.get('seed') != want.get('seed'):
+    diff.append(f"seed: {saved.get('seed')!r} -> {want.get('seed')!r}")
+  return diff
+
+
+def read_saved_config(workdir: str, step: Optional[int] = None) -> Optional[tuple[int, dict]]:
+  """(step, the config saved with it) of WORKDIR/checkpoints, at `step` or the latest one;
+  None when the workdir has no checkpoint."""
+  directory = os.path.join(workdir, 'checkpoints')
+  if not os.path.isdir(directory):
+    return None
+  ck = Checkpointer(directory, _ReadOnly())
+  try:
+    steps = ck.steps()
+    if not steps:
+      return None
+    step = steps[-1] if step is None else step
+    return step, ck.read_meta(step).get('config', {})
+  finally:
+    ck.close()
+
+
+@dataclasses.dataclass(frozen=True)
+class _ReadOnly:
+  """The checkpoint settings of a Checkpointer that only reads."""
+  keep: Optional[int] = None
+  async_save: bool = False
+
+
 class Checkpointer:
   """Save / restore (state, data-iterator state, meta) under `directory`."""
 

@@ -194,3 +194,39 @@ def _build(cls, cd, prefix):
     raise ConfigError(f'Unknown field(s) {[f"{prefix}.{u}" for u in unknown]}; '
                       f'expected fields of {prefix}: {sorted(names)}.')
   return cls(**values)
+
+
+# ------------------------------------------------------------------ dotted overrides (--set)
+
+
+def parse_overrides(items) -> dict:
+  """['optim.lr=1e-3', ...] -> {'optim.lr': 0.001}: values are Python literals, else strings
+  (the last value of a key wins); an item without '=' raises ValueError naming it."""
+  import ast  # pylint: disable=g-import-not-at-top
+  out = {}
+  for item in items or ():
+    key, sep, value = item.partition('=')
+    if not sep or not key.strip():
+      raise ValueError(f'--set {item!r}: expected key=value.')
+    try:
+      out[key.strip()] = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      out[key.strip()] = value
+  return out
+
+
+def apply_overrides(config, overrides):
+  """Sets each dotted field of the mapping `overrides` in the ConfigDict `config` (in place) and
+  returns it; a field the config does not have raises ValueError naming it."""
+  for key, value in overrides.items():
+    node = config
+    *parents, leaf = key.split('.')
+    for p in parents:
+      if p not in node:
+        raise ValueError(f'Override {key}={value!r}: the config has no field {key!r}.')
+      node = node[p]
+    if leaf not in node:
+      raise ValueError(f'Override {key}={value!r}: the config has no field {key!r}.')
+    with node.ignore_type():  # placeholders (None) take a value; ints where floats are expected
+      node[leaf] = value
+  return config

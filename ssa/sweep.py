@@ -34,7 +34,6 @@ and perplexity over seeds; delta loss vs vanilla = mean ± std over seeds of the
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import json
 import math
@@ -48,6 +47,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 import ml_collections
 
 from configs import sweeps as sweep_configs
+from ssa import config_lib
 
 RUN_JSON = 'run.json'
 RESULT_JSON = 'result.json'
@@ -113,16 +113,10 @@ def parse_seeds(seeds: Union[str, Sequence[int]]) -> list[int]:
 
 def parse_sets(items: Sequence[str]) -> dict:
   """['optim.lr=1e-3', ...] -> {'optim.lr': 0.001}; values are Python literals, else strings."""
-  out = {}
-  for item in items or ():
-    key, sep, value = item.partition('=')
-    if not sep or not key.strip():
-      raise SweepError(f'--set {item!r}: expected key=value.')
-    try:
-      out[key.strip()] = ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-      out[key.strip()] = value
-  return out
+  try:
+    return config_lib.parse_overrides(items)
+  except ValueError as e:
+    raise SweepError(str(e)) from e
 
 
 def run_workdir(root: str, size: str, variant: str, seed: int) -> str:
@@ -151,8 +145,8 @@ def make_config(run: Run, base: BaseFn = None) -> ml_collections.ConfigDict:
     c = base(run.size)
   else:
     c = base.copy_and_resolve_references()
-  sweep_configs.apply_overrides(c, run.overrides)
-  sweep_configs.apply_overrides(c, run.extra)
+  config_lib.apply_overrides(c, run.overrides)
+  config_lib.apply_overrides(c, run.extra)
   c.seed = run.seed
   c.data.seed = run.seed
   return c
@@ -217,17 +211,8 @@ def _adopt(run: Run, base: BaseFn = None) -> bool:
   """Writes run.json for a workdir trained by `command(run)` (its checkpoint's saved config equals
   this run's config); False when there is no checkpoint or the configs differ."""
   from ssa import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
-  if not _latest_checkpoint_step(run.workdir):
-    return False
-  ck = ckpt_lib.Checkpointer(os.path.join(run.workdir, 'checkpoints'),
-                             ml_collections.ConfigDict({'keep': None, 'async_save': False}))
-  try:
-    saved = ck.read_meta(ck.steps()[-1]).get('config', {})
-  finally:
-    ck.close()
-  want = ckpt_lib.config_to_dict(make_config(run, base))
-  if ckpt_lib.config_diff(saved, want, ('model', 'ssa', 'data', 'optim', 'train')) or \
-      saved.get('seed') != want.get('seed'):
+  found = ckpt_lib.read_saved_config(run.workdir)
+  if found is None or ckpt_lib.run_config_diff(found[1], make_config(run, base)):
     return False
   _write_json(os.path.join(run.workdir, RUN_JSON), run.spec())
   return True

@@ -51,17 +51,11 @@ def read_curve(workdir: str) -> tuple[np.ndarray, np.ndarray]:
 def _batch_and_steps(workdir: str) -> tuple[int, int]:
   """(data.batch_size * data.seq_len, train.num_steps) of the run's saved config (its latest
   checkpoint's meta)."""
-  import ml_collections  # pylint: disable=g-import-not-at-top
   from ssa import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
-  ck = ckpt_lib.Checkpointer(os.path.join(workdir, 'checkpoints'),
-                             ml_collections.ConfigDict({'keep': None, 'async_save': False}))
-  try:
-    steps = ck.steps()
-    if not steps:
-      raise FileNotFoundError(f'{workdir}: no checkpoint to read the batch shape from.')
-    saved = ck.read_meta(steps[-1])['config']
-  finally:
-    ck.close()
+  found = ckpt_lib.read_saved_config(workdir)
+  if found is None:
+    raise FileNotFoundError(f'{workdir}: no checkpoint to read the batch shape from.')
+  saved = found[1]
   return (int(saved['data']['batch_size']) * int(saved['data']['seq_len']),
           int(saved['train']['num_steps']))
 

@@ -241,18 +241,8 @@ def _last_metrics(workdir: str) -> tuple:
 
 def _saved_config_diff(cfg, workdir: str, step: int) -> list[str]:
   """Fields in which the config saved with checkpoint `step` differs from `cfg`."""
-  import ml_collections  # pylint: disable=g-import-not-at-top
   from ssa import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
-  ck = ckpt_lib.Checkpointer(os.path.join(workdir, 'checkpoints'),
-                             ml_collections.ConfigDict({'keep': None, 'async_save': False}))
-  try:
-    saved = ck.read_meta(step).get('config', {})
-  finally:
-    ck.close()
-  want = ckpt_lib.config_to_dict(cfg)
-  diff = ckpt_lib.config_diff(saved, want, ('model', 'ssa', 'optim', 'data', 'train'))
-  return diff + ([f"seed: {saved.get('seed')!r} -> {want.get('seed')!r}"]
-                 if saved.get('seed') != want.get('seed') else [])
+  return ckpt_lib.run_config_diff(ckpt_lib.read_saved_config(workdir, step)[1], cfg)
 
 
 def train_run(cfg, workdir: str, log=print) -> dict:
