@@ -1,0 +1,49 @@
+"""Checkpoints and SSA-format exports written before the architecture change (commit 8968f82,
+tests/fixtures/make_legacy_fixture.py) still load, to bit-identical logits, and still resume."""
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from ssa import convert
+from ssa import train_lib
+from ssa.evaluation import loading
+from ssa.model import Transformer
+from tests.fixtures import make_legacy_fixture as fixture
+
+RUNS = sorted(fixture.RUNS)
+
+
+def _expected(name):
+  return (np.load(os.path.join(fixture.OUT, 'tokens.npy')),
+          np.load(os.path.join(fixture.OUT, f'{name}_logits.npy')))
+
+
+@pytest.mark.parametrize('name', RUNS)
+def test_checkpoint_restores_to_identical_logits(name):
+  tokens, want = _expected(name)
+  loaded = loading.load(workdir=os.path.join(fixture.OUT, name))
+  assert loaded.step == 2
+  np.testing.assert_array_equal(np.asarray(loaded.model.apply(loaded.variables, tokens)), want)
+
+
+@pytest.mark.parametrize('name', RUNS)
+def test_ssa_export_loads_to_identical_logits(name):
+  tokens, want = _expected(name)
+  mcfg, scfg, variables, extra = convert.load_ssa(os.path.join(fixture.OUT, f'{name}_export'))
+  assert extra['step'] == 2
+  got = Transformer(mcfg, scfg).apply(variables, tokens)
+  np.testing.assert_array_equal(np.asarray(got), want)
+
+
+@pytest.mark.parametrize('name', RUNS)
+def test_checkpoint_resumes_training(name, tmp_path):
+  workdir = str(tmp_path / name)
+  shutil.copytree(os.path.join(fixture.OUT, name), workdir)
+  cfg = fixture.config(fixture.RUNS[name])
+  cfg.train.num_steps = 3
+  out = train_lib.train_and_evaluate(cfg, workdir)
+  assert out['step'] == 3 and [h['step'] for h in out['history']] == [3]
+  assert np.isfinite(out['history'][-1]['loss'])
