@@ -5,77 +5,39 @@ Use with ml_collections config_flags, the argument after ':' picks a model prese
     python <entry>.py --config=configs/base.py:gpt2-124m --config.ssa.strategy=vanilla
 
 Presets (see configs/presets.py): gpt2-tiny, gpt2-124m, gpt2-355m, pythia-160m, pythia-410m,
-llama-tiny, smollm2-135m, tinyllama-1.1b. The SSA switches (../shared/SSA_SPEC.md §1.4) are the
-fields of `config.ssa`; `ssa.validate(config)` (ssa/config_lib.py) checks them and names any bad field.
+llama-tiny, smollm2-135m, tinyllama-1.1b. The sections `model` and `ssa` are declared once, as the
+typed views ModelConfig and SSAConfig in ssa/config_lib.py (docs/ssa.md §1.4 explains the SSA
+switches); the other sections are declared here. `ssa.config_lib.validate(config, mesh)` checks
+every field and names any bad one.
 """
 
 import ml_collections
 
 from configs import eval_defaults
 from configs import presets
+from ssa import config_lib
 
 # A field whose default is None but that can be set from the command line (--config.x=value).
 _opt = ml_collections.config_dict.placeholder
 
 
 def model_config() -> ml_collections.ConfigDict:
-  """Transformer shape and family switches (defaults = gpt2-tiny)."""
-  m = ml_collections.ConfigDict()
-  m.preset = 'gpt2-tiny'         # name of the preset these values came from (informational)
-  m.family = 'gpt2'              # 'gpt2' | 'neox' | 'llama': sets the block layout below via presets
-  m.vocab_size = 50257           # tokenizer vocabulary size (logits are returned for exactly this many)
-  m.vocab_pad_multiple = 128     # embedding table rows rounded up to a multiple of this (speed); 1 = off
-  m.d_model = 64                 # residual stream width D
-  m.n_layers = 2                 # number of Transformer blocks
-  m.n_heads = 4                  # query heads H
-  m.n_kv_heads = 4               # key/value heads (< n_heads = grouped-query attention; must divide n_heads)
-  m.head_dim = 16                # per-head width d_h
-  m.d_ff = 256                   # MLP hidden width
-  m.max_len = 256                # maximum sequence length (learned position table size; kv-cache length)
-  m.norm = 'layernorm'           # 'layernorm' | 'rmsnorm'
-  m.norm_eps = 1e-5              # epsilon of the norms
-  m.pos_emb = 'learned'          # 'learned' (absolute table) | 'rope' (rotary) | 'none'
-  m.rotary_pct = 1.0             # fraction of head_dim that is rotated (Pythia: 0.25)
-  m.rope_theta = 10000.0         # rotary base frequency
-  m.mlp = 'gelu'                 # 'gelu' (up, GELU, down) | 'swiglu' (gate*up, SiLU, down)
-  m.gelu_approximate = True      # tanh GELU (GPT-2 'gelu_new') if True, exact erf GELU (Pythia) if False
-  m.parallel_residual = False    # x + attn(ln1 x) + mlp(ln2 x) (GPT-NeoX) instead of sequential blocks
-  m.use_bias = True              # biases in attention and MLP projections (GPT-2, Pythia)
-  m.tie_embeddings = True        # output head = input embedding transposed
-  m.init_std = 0.02              # std of the normal init of weights
-  m.dtype = 'float32'            # compute dtype ('float32' | 'bfloat16'); temperatures are always float32
-  m.param_dtype = 'float32'      # parameter storage dtype
-  m.remat = False                # rematerialise each block in the backward pass (memory for compute)
-  m.init_from = ''               # fresh runs only: '' = random init | 'hf:PATH_OR_REPO' | 'gguf:PATH' pretrained weights (shapes must match)
+  """Transformer shape and family switches: the fields of ssa.config_lib.ModelConfig (declared and
+  documented there, defaults = gpt2-tiny), plus the training-only field below."""
+  m = config_lib.config_dict(config_lib.ModelConfig)
+  m.init_from = ''               # fresh runs only: '' = random init | 'hf:PATH_OR_REPO' | 'gguf:PATH' | 'ssa:DIR' pretrained weights (shapes must match)
   return m
 
 
 def ssa_config() -> ml_collections.ConfigDict:
-  """Selective Self-Attention switches (SSA_SPEC §1). Defaults = the paper's final SSA."""
-  s = ml_collections.ConfigDict()
-  s.strategy = 'ssa'             # 'vanilla' | 'ssa' | 'constant' | 'yarn' | 'frequency' | 'pts'
-  # Fields from here to `phi` configure strategy='ssa' (pts uses q='pos', exp_exp, per layer, fixed).
-  s.q = 'pos+tok'                # query temperature terms: 'none' | 'pos' | 'tok' | 'pos+tok'
-  s.k = 'none'                   # key temperature terms (ablation only): 'none' | 'pos' | 'tok' | 'pos+tok'
-  s.v = 'tok'                    # value temperature terms: 'none' | 'pos' | 'tok' | 'pos+tok'
-  s.combine = 'add'              # 'add': tau_pos + tanh(f) | 'mul': tau_pos * (1 + tanh(f))
-  s.slope = 'exp_exp'            # log-n slope s(theta): 'exp_exp' exp(-exp(theta)) | 'sigmoid' | 'linear'
-  s.theta_init = _opt(float)     # initial theta; None = the value giving s = exp(-exp(1.5)) for every slope
-  s.linear_min_tau = _opt(float) # slope='linear' only (required there): tau is clamped to >= this (> 0)
-  s.granularity = 'head'         # 'head': theta and u per head | 'layer': one theta and one u per layer
-  s.weight_sharing = True        # token term reuses W_q / W_k / W_v (True) or a new d x d matrix (False)
-  s.phi = 'gelu'                 # nonlinearity of the token term: 'gelu' | 'identity'
-  s.position_reset_at_eos = False  # n restarts at 1 at each packed-document boundary (needs segment_ids)
-  s.yarn_train_len = 1024        # strategy='yarn': training context length T_train
-  s.yarn_context_len = 1024      # strategy='yarn': target context length T; tau = 0.1 ln(T/T_train) + 1
-  s.backend = 'auto'             # attention kernel: 'auto' | 'reference' | 'xla' | 'cudnn' | 'splash'
-  return s
+  """Selective Self-Attention switches: the fields of ssa.config_lib.SSAConfig (declared and
+  documented there; docs/ssa.md §1.4). Defaults = the paper's final SSA."""
+  return config_lib.config_dict(config_lib.SSAConfig)
 
 
 def data_config() -> ml_collections.ConfigDict:
   """Dataset, tokenizer and input pipeline (ssa/data)."""
   d = ml_collections.ConfigDict()
-  # --- data section: owned by ssa/data (issue 3) ---
   d.dataset = 'shakespeare'      # 'shakespeare' (embedded) | 'local_text:P1,P2' or a path | tfds name | 'passkey' | 'graph'
   d.tokenizer = 'gpt2'           # 'byte' | 'gpt2' | 'sentencepiece:PATH' | 'hf:PATH' | 'gguf:PATH' (ssa/data/tokenizers.py)
   d.eos_token = _opt(str)        # 'hf:' tokenizers only: EOS token string (None = first of the usual names found)
@@ -102,7 +64,6 @@ def data_config() -> ml_collections.ConfigDict:
   d.graph_num_nodes = 64         # dataset='graph': nodes = token ids 0..n-1 of the random graph
   d.graph_min_degree = 1         # dataset='graph': smallest out-degree
   d.graph_max_degree = 16        # dataset='graph': largest out-degree (degrees uniform in [min, max])
-  # --- end data section ---
   return d
 
 
@@ -125,7 +86,7 @@ def mesh_config() -> ml_collections.ConfigDict:
 
 
 def optim_config() -> ml_collections.ConfigDict:
-  """Optimizer (ssa/optim.py). Defaults = the paper's GPT-2 pre-training recipe (SSA_SPEC §2)."""
+  """Optimizer (ssa/optim.py). Defaults = the paper's GPT-2 pre-training recipe (docs/ssa.md §2)."""
   o = ml_collections.ConfigDict()
   o.mode = 'full'                # 'full' (all parameters train) | 'temperature_only' (only tau_* train; rest frozen, no state)
   o.optimizer = 'adamw'          # optimizer of the base group: 'adamw' | 'adam' | 'sgd'

@@ -1,4 +1,4 @@
-"""Selective Self-Attention: temperature functions and the attention layer (SSA_SPEC §1).
+"""Selective Self-Attention: temperature functions and the attention layer (docs/ssa.md §1).
 
 Per head h, with a causal mask M,
 
@@ -22,11 +22,9 @@ ssa.linear_min_tau). With weight sharing the token term reads the layer's own pr
 token (x W_e + b_e, before rotary embedding). u starts at 0, so tau_tok = 0 at init and SSA with a
 negligible slope is the identity on a pretrained model.
 
-Strategy baselines (they scale the query only): 'constant' tau = c (learned, init 1), 'yarn'
-tau = 0.1 ln(T/T_train) + 1 (fixed, T = ssa.yarn_context_len), 'frequency' tau = 1 + tanh(a z + b)
-with z the token's standardised unigram log-frequency (table in the 'constants' collection) and a,
-b learned (init 0), 'pts' = the public release: position term only on q, exp_exp, one theta per
-layer, so logits become logit * (1 + exp(-exp(theta)) log n).
+Which embeddings a strategy scales and the temperature functions themselves (these formulas, and
+the baselines constant / yarn / frequency / pts) are the registered entries of ssa/strategies.py;
+this layer asks them for the specs and computes what they say.
 
 Parameters: theta and u have one entry per head (granularity 'head') or one shared by the heads of
 the layer ('layer'). All temperature parameters live in submodules named tau_q / tau_k / tau_v
@@ -35,9 +33,7 @@ the layer ('layer'). All temperature parameters live in submodules named tau_q /
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from typing import Optional
 
 import flax.linen as nn
 import jax
@@ -45,132 +41,26 @@ import jax.numpy as jnp
 import numpy as np
 
 from ssa import kernels
+from ssa import strategies
 from ssa.config_lib import ModelConfig, SSAConfig
 
 TEMPERATURE_PREFIX = 'tau_'
 Partitioned = nn.with_logical_partitioning
 
 
-@dataclasses.dataclass(frozen=True)
-class TemperatureSpec:
-  """How the temperature of one embedding (q, k or v) is computed."""
-  kind: str                 # 'ssa' | 'constant' | 'yarn' | 'frequency'
-  terms: str = 'pos+tok'    # for kind 'ssa': 'pos' | 'tok' | 'pos+tok'
-  slope: str = 'exp_exp'
-  theta_init: float = 1.5
-  min_tau: Optional[float] = None
-  granularity: str = 'head'
-  combine: str = 'add'
-  weight_sharing: bool = True
-  phi: str = 'gelu'
-  yarn_factor: float = 1.0
-
-
-def temperature_specs(ssa: SSAConfig) -> dict[str, TemperatureSpec]:
-  """The temperature of each scaled embedding ('q', 'k', 'v') under this config; absent = 1."""
-  if ssa.strategy == 'vanilla':
-    return {}
-  if ssa.strategy == 'pts':
-    return {'q': TemperatureSpec('ssa', terms='pos', slope='exp_exp',
-                                 theta_init=ssa.resolved_theta_init(), granularity='layer')}
-  if ssa.strategy == 'constant':
-    return {'q': TemperatureSpec('constant', granularity=ssa.granularity)}
-  if ssa.strategy == 'frequency':
-    return {'q': TemperatureSpec('frequency', granularity=ssa.granularity)}
-  if ssa.strategy == 'yarn':
-    factor = 0.1 * math.log(max(ssa.yarn_context_len / ssa.yarn_train_len, 1.0)) + 1.0
-    return {'q': TemperatureSpec('yarn', yarn_factor=factor)}
-  specs = {}
-  for e in ('q', 'k', 'v'):
-    terms = getattr(ssa, e)
-    if terms != 'none':
-      specs[e] = TemperatureSpec(
-          'ssa', terms=terms, slope=ssa.slope, theta_init=ssa.resolved_theta_init(),
-          min_tau=ssa.linear_min_tau if ssa.slope == 'linear' else None,
-          granularity=ssa.granularity, combine=ssa.combine, weight_sharing=ssa.weight_sharing,
-          phi=ssa.phi)
-  return specs
-
-
-def slope(theta, kind: str):
-  """s(theta): the log-n slope of the position term."""
-  if kind == 'exp_exp':
-    return jnp.exp(-jnp.exp(theta))
-  if kind == 'sigmoid':
-    return jax.nn.sigmoid(theta)
-  if kind == 'linear':
-    return theta
-  raise ValueError(f'Unknown slope parametrisation {kind!r}.')
-
-
-def log_frequency_table(counts, vocab_size: int) -> np.ndarray:
-  """Standardised unigram log-frequencies z[v] for the 'frequency' strategy.
-
-  z = (log(count + 1) - mean) / std over the vocabulary (add-one smoothing; tokens never seen get
-  the smallest value). Load the result into variables['constants']['token_log_freq'].
-  """
-  counts = np.asarray(counts, dtype=np.float64)
-  if counts.ndim != 1 or counts.size > vocab_size:
-    raise ValueError(f'counts must be a vector of at most {vocab_size} entries, got shape '
-                     f'{counts.shape}.')
-  full = np.zeros(vocab_size)
-  full[:counts.size] = counts
-  logf = np.log(full + 1.0)
-  return ((logf - logf.mean()) / (logf.std() + 1e-8)).astype(np.float32)
-
-
 class Temperature(nn.Module):
-  """tau [B, T, H] (float32) of one embedding of one layer; see the module docstring."""
-  spec: TemperatureSpec
+  """tau [B, T, H] (float32) of one embedding of one layer, computed by the temperature function
+  of the spec's registered strategy (ssa/strategies.py), whose parameters live in this module."""
+  spec: strategies.TemperatureSpec
   n_heads: int
   head_dim: int
 
   @nn.compact
-  def __call__(self, feat_BTFD, n_BT, log_freq_BT=None):
+  def __call__(self, feat_BTFD, n_BT, token_table_BT=None):
     """feat_BTFD: float32 token features for the token term, F = n_heads * G (G > 1 when the
     features come from the layer's new shared matrix and this embedding has fewer heads)."""
-    spec, H = self.spec, self.n_heads
-    B, T = n_BT.shape
-    nh = H if spec.granularity == 'head' else 1
-    axes = ('heads',) if nh == H else (None,)
-
-    def per_head(name, init, shape, axes_):
-      p = self.param(name, Partitioned(init, axes_), shape, jnp.float32)
-      return jnp.broadcast_to(p, (H,) + shape[1:])
-
-    if spec.kind == 'yarn':
-      return jnp.full((B, T, H), spec.yarn_factor, jnp.float32)
-    if spec.kind == 'constant':
-      c_H = per_head('c', nn.initializers.ones, (nh,), axes)
-      return jnp.broadcast_to(c_H, (B, T, H))
-    if spec.kind == 'frequency':
-      a_H = per_head('a', nn.initializers.zeros, (nh,), axes)
-      b_H = per_head('b', nn.initializers.zeros, (nh,), axes)
-      if log_freq_BT is None:
-        raise ValueError("The 'frequency' strategy needs the token log-frequency table.")
-      return 1.0 + jnp.tanh(a_H * log_freq_BT[..., None].astype(jnp.float32) + b_H)
-    if spec.kind != 'ssa':
-      raise ValueError(f'Unknown temperature kind {spec.kind!r}.')
-
-    tau_BTH = jnp.ones((B, T, H), jnp.float32)
-    if 'pos' in spec.terms:
-      theta_H = per_head('theta', nn.initializers.constant(spec.theta_init), (nh,), axes)
-      log_n_BT = jnp.log(n_BT.astype(jnp.float32))
-      tau_BTH = 1.0 + slope(theta_H, spec.slope) * log_n_BT[..., None]
-    if 'tok' in spec.terms:
-      F = feat_BTFD.shape[2]
-      G = F // H
-      nf = F if spec.granularity == 'head' else 1
-      u = self.param('u', Partitioned(nn.initializers.zeros, (axes[0], 'head_dim')),
-                     (nf, self.head_dim), jnp.float32)
-      u_FD = jnp.broadcast_to(u, (F, self.head_dim))
-      h_BTFD = nn.gelu(feat_BTFD, approximate=False) if spec.phi == 'gelu' else feat_BTFD
-      f_BTF = jnp.einsum('BTFD,FD->BTF', h_BTFD, u_FD)
-      tok_BTH = jnp.tanh(f_BTF.reshape(B, T, H, G).sum(-1))
-      tau_BTH = tau_BTH + tok_BTH if spec.combine == 'add' else tau_BTH * (1.0 + tok_BTH)
-    if spec.min_tau is not None:
-      tau_BTH = jnp.maximum(tau_BTH, spec.min_tau)
-    return tau_BTH
+    fn = strategies.get(self.spec.strategy).temperature
+    return fn(self, self.spec, feat_BTFD, n_BT, token_table_BT)
 
 
 class Attention(nn.Module):
@@ -183,17 +73,21 @@ class Attention(nn.Module):
       inside the packed document when ssa.position_reset_at_eos).
     rope_pos_BT: positions fed to the rotary embedding (ignored unless model.pos_emb == 'rope').
     segment_ids_BT: optional packed-document ids (training / scoring only).
-    log_freq_BT: per-token standardised log-frequency ('frequency' strategy only).
-    decode: read and write the kv-cache (collection 'cache').
-    capture: use the reference kernel and sow probabilities in 'intermediates'.
-    logit_scaling: compute SSA by scaling the T x T logits (the spec's formula, for verification).
+    token_table_BT: per-token value of the strategy's token table (ssa/strategies.py; e.g. the
+      standardised log-frequency of 'frequency'), or None.
+
+  Attributes `decode` (read and write the kv-cache, collection 'cache') and `capture` (use the
+  reference kernel and sow probabilities in 'intermediates') are static per call of the model.
+  The attention itself is the method `mix`; tests verify it against the spec's logit-scaling
+  formula by intercepting that method (tests/ssa_testlib.py), not through a call argument.
   """
   cfg: ModelConfig
   ssa: SSAConfig
+  decode: bool = False
+  capture: bool = False
 
   @nn.compact
-  def __call__(self, x_BTD, index_BT, n_BT, rope_pos_BT, segment_ids_BT=None, log_freq_BT=None,
-               decode=False, capture=False, logit_scaling=False):
+  def __call__(self, x_BTD, index_BT, n_BT, rope_pos_BT, segment_ids_BT=None, token_table_BT=None):
     cfg = self.cfg
     H, K, D = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
     dtype, pdtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
@@ -210,9 +104,9 @@ class Attention(nn.Module):
 
     # Temperatures, float32, one scalar per token and head. Token-term features: the layer's
     # own projection (weight sharing) or ONE new D x (H*D_h) matrix per layer shared by q, k, v.
-    specs = temperature_specs(self.ssa)
+    specs = strategies.temperature_specs(self.ssa)
     shared_feat = None
-    if any(s.kind == 'ssa' and 'tok' in s.terms and not s.weight_sharing for s in specs.values()):
+    if any(s.own_features for s in specs.values()):
       w_DHK = self.param(TEMPERATURE_PREFIX + 'w', Partitioned(init, ('embed', 'heads', 'head_dim')),
                          (cfg.d_model, H, D), jnp.float32)
       shared_feat = jnp.einsum('BTD,DHK->BTHK', x_BTD.astype(jnp.float32), w_DHK)
@@ -220,7 +114,7 @@ class Attention(nn.Module):
     for e, spec in specs.items():
       feat = raw[e].astype(jnp.float32) if shared_feat is None else shared_feat
       taus[e] = Temperature(spec, H if e == 'q' else K, D, name=TEMPERATURE_PREFIX + e)(
-          feat, n_BT, log_freq_BT)
+          feat, n_BT, token_table_BT)
       self.sow('intermediates', f'temperature_{e}', taus[e])
 
     q, k, v = raw['q'], raw['k'], raw['v']
@@ -228,28 +122,29 @@ class Attention(nn.Module):
       q = apply_rope(q, rope_pos_BT, cfg.rotary_dim, cfg.rope_theta)
       k = apply_rope(k, rope_pos_BT, cfg.rotary_dim, cfg.rope_theta)
 
-    if logit_scaling:  # verification path: unscaled q, k, v, temperatures on the logits matrix
-      if decode:
-        raise ValueError('logit_scaling is a verification path without kv-cache decoding.')
-      out_BTHD = logit_scaled_attention(q, k, v, taus, segment_ids_BT)
-    else:
-      q, k, v = (_scale(t, taus.get(e)) for e, t in (('q', q), ('k', k), ('v', v)))
-      mask = None
-      if decode:
-        if segment_ids_BT is not None:
-          raise ValueError('segment_ids are not supported in kv-cache decoding.')
-        k, v, mask = self._update_cache(k, v, index_BT)
-      backend = 'reference' if capture else kernels.resolve_backend(self.ssa.backend, dtype)
-      out = kernels.attention(q, k, v, backend=backend, segment_ids=segment_ids_BT, mask=mask,
-                              return_probs=capture)
-      if capture:
-        out, probs_BHTS = out
-        self.sow('intermediates', 'attention_probs', probs_BHTS)
-      out_BTHD = out
+    if self.decode and segment_ids_BT is not None:
+      raise ValueError('segment_ids are not supported in kv-cache decoding.')
+    out_BTHD = self.mix(q, k, v, taus, segment_ids_BT, index_BT)
     return nn.DenseGeneral(
         cfg.d_model, axis=(-2, -1), use_bias=cfg.use_bias, dtype=dtype, param_dtype=pdtype,
         name='o_proj', kernel_init=Partitioned(init, ('heads', 'head_dim', 'embed')),
         bias_init=Partitioned(nn.initializers.zeros, ('embed',)))(out_BTHD.astype(dtype))
+
+  def mix(self, q_BTHD, k_BTKD, v_BTKD, taus, segment_ids_BT, index_BT):
+    """softmax((tau_q q)(tau_k k)^T / sqrt(d_h)) (tau_v v): scales q, k, v by their temperatures
+    (float32) and calls one attention kernel (ssa/kernels.py), through the kv-cache when decoding."""
+    q, k, v = (_scale(t, taus.get(e)) for e, t in (('q', q_BTHD), ('k', k_BTKD), ('v', v_BTKD)))
+    mask = None
+    if self.decode:
+      k, v, mask = self._update_cache(k, v, index_BT)
+    backend = ('reference' if self.capture else
+               kernels.resolve_backend(self.ssa.backend, jnp.dtype(self.cfg.dtype)))
+    out = kernels.attention(q, k, v, backend=backend, segment_ids=segment_ids_BT, mask=mask,
+                            return_probs=self.capture)
+    if self.capture:
+      out, probs_BHTS = out
+      self.sow('intermediates', 'attention_probs', probs_BHTS)
+    return out
 
   def _update_cache(self, k_BTKD, v_BTKD, index_BT):
     """Write this step's (pre-scaled) keys/values at their absolute slots; mask = slots <= index.
@@ -282,7 +177,8 @@ def _scale(t_BTHD, tau_BTH):
 def logit_scaled_attention(q_BTHD, k_BTKD, v_BTKD, taus, segment_ids_BT=None):
   """The spec's formula applied literally: logits_ij * tau_q,i * tau_k,j; probs @ (tau_v * V).
 
-  O(T^2) memory; used only to verify that pre-scaling q, k, v is the same computation.
+  O(T^2) memory; used only to verify that pre-scaling q, k, v is the same computation (tests put
+  it in place of Attention.mix with flax's method interception, tests/ssa_testlib.py).
   """
   B, T, H, D = q_BTHD.shape
   K = k_BTKD.shape[2]

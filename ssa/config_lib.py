@@ -1,5 +1,11 @@
-"""Typed, validated views of the ml_collections config (configs/base.py documents every field).
+"""The config's one declaration of the model and SSA fields, its typed views, and its one check.
 
+    mcfg, scfg = validate(config, mesh)     # every field check; ConfigError names the field
+    mcfg = model_config(config.model)       # ModelConfig (frozen, checked)
+    scfg = ssa_config(config.ssa)           # SSAConfig (frozen, checked, incl. the strategy's own checks)
+
+ModelConfig and SSAConfig below declare the fields of config.model and config.ssa (defaults and
+meaning); configs/base.py builds those sections from them and declares the other sections.
 Modules take these frozen dataclasses, not the mutable ConfigDict: they are hashable (Flax module
 attributes, jit static args) and every value in them has been checked. A bad value raises
 ConfigError naming the field (e.g. `ssa.slope`) and the values that are allowed.
@@ -7,22 +13,32 @@ ConfigError naming the field (e.g. `ssa.slope`) and the values that are allowed.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
-import math
 from typing import Any, Optional
 
-STRATEGIES = ('vanilla', 'ssa', 'constant', 'yarn', 'frequency', 'pts')
+import ml_collections
+
+import jax
+
+from ssa import kernels
+from ssa import sharding
+from ssa import strategies
+from ssa.errors import ConfigError
+
 TERMS = ('none', 'pos', 'tok', 'pos+tok')
 SLOPES = ('exp_exp', 'sigmoid', 'linear')
-BACKENDS = ('auto', 'reference', 'xla', 'cudnn', 'splash')
+BACKENDS = ('auto',) + kernels.BACKENDS
 FAMILIES = ('gpt2', 'neox', 'llama')
-# Initial slope s0 = exp(-exp(1.5)) (the public release's GPT-2 init); theta_init=None gives it for
-# every parametrisation so that slope ablations start from the same function.
-DEFAULT_THETA_EXP_EXP = 1.5
+OPTIMIZERS = ('adamw', 'adam', 'sgd')
+SCHEDULES = ('cosine', 'constant')
+OPTIM_MODES = ('full', 'temperature_only')
+DATA_SPLITS = ('process', 'global')
+INIT_FROM_PREFIXES = ('hf:', 'gguf:', 'ssa:')
+DEFAULT_THETA_EXP_EXP = strategies.DEFAULT_THETA_EXP_EXP
 
-
-class ConfigError(ValueError):
-  """A config field has a value the code cannot use; the message names the field."""
+__all__ = ['ConfigError', 'ModelConfig', 'SSAConfig', 'model_config', 'ssa_config', 'validate',
+           'config_dict', 'parse_overrides', 'apply_overrides']
 
 
 def _choice(field: str, value: Any, allowed) -> Any:
@@ -39,34 +55,44 @@ def _positive(field: str, value, integer=True):
   return value
 
 
+def _optional(kind: type):
+  """A field whose default is None but that takes a `kind` value (--config.x=value works)."""
+  return dataclasses.field(default=None, metadata={'placeholder': kind})
+
+
+# The two typed sections below are the ONE declaration of config.model and config.ssa: their
+# defaults and comments are the fields' documentation, configs/base.py builds its ConfigDict
+# sections from them (config_dict), and model_config / ssa_config read them back, checked.
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-  """Transformer shape and layout (see configs/base.py:model_config for the meaning of fields)."""
-  family: str = 'gpt2'
-  vocab_size: int = 50257
-  vocab_pad_multiple: int = 128
-  d_model: int = 64
-  n_layers: int = 2
-  n_heads: int = 4
-  n_kv_heads: int = 4
-  head_dim: int = 16
-  d_ff: int = 256
-  max_len: int = 256
-  norm: str = 'layernorm'
-  norm_eps: float = 1e-5
-  pos_emb: str = 'learned'
-  rotary_pct: float = 1.0
-  rope_theta: float = 10000.0
-  mlp: str = 'gelu'
-  gelu_approximate: bool = True
-  parallel_residual: bool = False
-  use_bias: bool = True
-  tie_embeddings: bool = True
-  init_std: float = 0.02
-  dtype: str = 'float32'
-  param_dtype: str = 'float32'
-  remat: bool = False
-  preset: str = ''
+  """Transformer shape and family switches (defaults = gpt2-tiny; presets in configs/presets.py)."""
+  preset: str = ''               # name of the preset these values came from (informational)
+  family: str = 'gpt2'           # 'gpt2' | 'neox' | 'llama': sets the block layout below via presets
+  vocab_size: int = 50257        # tokenizer vocabulary size (logits are returned for exactly this many)
+  vocab_pad_multiple: int = 128  # embedding table rows rounded up to a multiple of this (speed); 1 = off
+  d_model: int = 64              # residual stream width D
+  n_layers: int = 2              # number of Transformer blocks
+  n_heads: int = 4               # query heads H
+  n_kv_heads: int = 4            # key/value heads (< n_heads = grouped-query attention; must divide n_heads)
+  head_dim: int = 16             # per-head width d_h
+  d_ff: int = 256                # MLP hidden width
+  max_len: int = 256             # maximum sequence length (learned position table size; kv-cache length)
+  norm: str = 'layernorm'        # 'layernorm' | 'rmsnorm'
+  norm_eps: float = 1e-5         # epsilon of the norms
+  pos_emb: str = 'learned'       # 'learned' (absolute table) | 'rope' (rotary) | 'none'
+  rotary_pct: float = 1.0        # fraction of head_dim that is rotated (Pythia: 0.25)
+  rope_theta: float = 10000.0    # rotary base frequency
+  mlp: str = 'gelu'              # 'gelu' (up, GELU, down) | 'swiglu' (gate*up, SiLU, down)
+  gelu_approximate: bool = True  # tanh GELU (GPT-2 'gelu_new') if True, exact erf GELU (Pythia) if False
+  parallel_residual: bool = False  # x + attn(ln1 x) + mlp(ln2 x) (GPT-NeoX) instead of sequential blocks
+  use_bias: bool = True          # biases in attention and MLP projections (GPT-2, Pythia)
+  tie_embeddings: bool = True    # output head = input embedding transposed
+  init_std: float = 0.02         # std of the normal init of weights
+  dtype: str = 'float32'         # compute dtype ('float32' | 'bfloat16'); temperatures are always float32
+  param_dtype: str = 'float32'   # parameter storage dtype
+  remat: bool = False            # rematerialise each block in the backward pass (memory for compute)
 
   @property
   def padded_vocab_size(self) -> int:
@@ -105,25 +131,27 @@ class ModelConfig:
 
 @dataclasses.dataclass(frozen=True)
 class SSAConfig:
-  """Selective Self-Attention switches (see configs/base.py:ssa_config and SSA_SPEC §1.4)."""
-  strategy: str = 'ssa'
-  q: str = 'pos+tok'
-  k: str = 'none'
-  v: str = 'tok'
-  combine: str = 'add'
-  slope: str = 'exp_exp'
-  theta_init: Optional[float] = None
-  linear_min_tau: Optional[float] = None
-  granularity: str = 'head'
-  weight_sharing: bool = True
-  phi: str = 'gelu'
-  position_reset_at_eos: bool = False
-  yarn_train_len: int = 1024
-  yarn_context_len: int = 1024
-  backend: str = 'auto'
+  """Selective Self-Attention switches (docs/ssa.md §1.4). Defaults = the paper's final SSA."""
+  strategy: str = 'ssa'          # a strategy registered in ssa/strategies.py (strategies.names(); docs/ssa.md §1.4)
+  # Fields from here to `phi` configure strategy='ssa' (pts uses q='pos', exp_exp, per layer, fixed).
+  q: str = 'pos+tok'             # query temperature terms: 'none' | 'pos' | 'tok' | 'pos+tok'
+  k: str = 'none'                # key temperature terms (ablation only): 'none' | 'pos' | 'tok' | 'pos+tok'
+  v: str = 'tok'                 # value temperature terms: 'none' | 'pos' | 'tok' | 'pos+tok'
+  combine: str = 'add'           # 'add': tau_pos + tanh(f) | 'mul': tau_pos * (1 + tanh(f))
+  slope: str = 'exp_exp'         # log-n slope s(theta): 'exp_exp' exp(-exp(theta)) | 'sigmoid' | 'linear'
+  theta_init: Optional[float] = _optional(float)      # initial theta; None = the value giving s = exp(-exp(1.5)) for every slope
+  linear_min_tau: Optional[float] = _optional(float)  # slope='linear' only (required there): tau is clamped to >= this (> 0)
+  granularity: str = 'head'      # 'head': theta and u per head | 'layer': one theta and one u per layer
+  weight_sharing: bool = True    # token term reuses W_q / W_k / W_v (True) or one new D x (H*d_h) matrix per layer shared by q, k, v (False)
+  phi: str = 'gelu'              # nonlinearity of the token term: 'gelu' | 'identity'
+  position_reset_at_eos: bool = False  # n restarts at 1 at each packed-document boundary (needs segment_ids)
+  yarn_train_len: int = 1024     # strategy='yarn': training context length T_train
+  yarn_context_len: int = 1024   # strategy='yarn': target context length T; tau = 0.1 ln(T/T_train) + 1
+  backend: str = 'auto'          # attention kernel: 'auto' | 'reference' | 'xla' | 'cudnn' | 'splash'
 
   def validate(self) -> 'SSAConfig':
-    _choice('ssa.strategy', self.strategy, STRATEGIES)
+    """The ssa.* field checks, then the checks of the strategy's registered entry."""
+    entry = strategies.get(self.strategy)
     for e in ('q', 'k', 'v'):
       _choice(f'ssa.{e}', getattr(self, e), TERMS)
     _choice('ssa.combine', self.combine, ('add', 'mul'))
@@ -133,44 +161,37 @@ class SSAConfig:
     _choice('ssa.backend', self.backend, BACKENDS)
     if not isinstance(self.weight_sharing, bool):
       raise ConfigError(f'ssa.weight_sharing={self.weight_sharing!r}; expected True or False.')
-    if self.slope == 'linear' and self.strategy == 'ssa' and self.uses_position_term:
-      if self.linear_min_tau is None:
-        raise ConfigError('ssa.slope=linear leaves the slope unconstrained, so tau can reach 0 or '
-                          'below: set ssa.linear_min_tau to the clamp bound (a number > 0, e.g. '
-                          '0.05).')
     if self.linear_min_tau is not None:
       _positive('ssa.linear_min_tau', self.linear_min_tau, integer=False)
-    if (self.slope == 'exp_exp' or self.strategy == 'pts') and self.theta_init is not None:
-      if self.theta_init > 4.5:
-        raise ConfigError(f'ssa.theta_init={self.theta_init} with the exp_exp slope: '
-                          'exp(-exp(theta)) underflows in float32 above ~4.6 and theta stops '
-                          'learning; expected theta_init <= 4.5.')
+    if self.slope == 'exp_exp' and self.theta_init is not None and (
+        self.theta_init > strategies.MAX_EXP_EXP_THETA):
+      raise ConfigError(f'ssa.theta_init={self.theta_init} with the exp_exp slope: '
+                        'exp(-exp(theta)) underflows in float32 above ~4.6 and theta stops '
+                        f'learning; expected theta_init <= {strategies.MAX_EXP_EXP_THETA}.')
     _positive('ssa.yarn_train_len', self.yarn_train_len)
     _positive('ssa.yarn_context_len', self.yarn_context_len)
-    if self.strategy == 'ssa' and self.q == self.k == self.v == 'none':
-      raise ConfigError("ssa.strategy='ssa' with ssa.q, ssa.k and ssa.v all 'none' scales nothing; "
-                        "use ssa.strategy='vanilla' for that.")
+    entry.check(self)
     return self
 
-  @property
-  def uses_position_term(self) -> bool:
-    return self.strategy == 'pts' or (
-        self.strategy == 'ssa' and any('pos' in getattr(self, e) for e in 'qkv'))
-
   def resolved_theta_init(self) -> float:
-    """theta at init; None means the value whose slope equals exp(-exp(1.5)) for this slope."""
-    if self.theta_init is not None:
-      return float(self.theta_init)
-    s0 = math.exp(-math.exp(DEFAULT_THETA_EXP_EXP))
-    if self.strategy == 'pts' or self.slope == 'exp_exp':
-      return DEFAULT_THETA_EXP_EXP
-    if self.slope == 'sigmoid':
-      return math.log(s0 / (1.0 - s0))
-    return s0  # linear
+    """theta at init for ssa.slope; None means the value whose slope is exp(-exp(1.5))."""
+    return strategies.initial_theta(self.theta_init, self.slope)
 
 
 # config.model fields that only the training loop reads (not part of the model's ModelConfig).
 TRAIN_ONLY_MODEL_FIELDS = ('init_from',)
+
+
+def config_dict(cls) -> ml_collections.ConfigDict:
+  """A ConfigDict section with the fields and defaults of the dataclass `cls` (fields whose
+  default is None become placeholders of their declared type, settable from the command line)."""
+  d = ml_collections.ConfigDict()
+  for f in dataclasses.fields(cls):
+    if 'placeholder' in f.metadata:
+      d[f.name] = ml_collections.config_dict.placeholder(f.metadata['placeholder'])
+    else:
+      d[f.name] = f.default
+  return d
 
 
 def model_config(config) -> ModelConfig:
@@ -196,13 +217,84 @@ def _build(cls, cd, prefix):
   return cls(**values)
 
 
+# ------------------------------------------------------------------ the one validate
+
+
+def validate(config, mesh: Optional[jax.sharding.Mesh] = None) -> tuple[ModelConfig, SSAConfig]:
+  """Every check of a training config that needs no data and no parameters, in one place:
+  the typed views (model, ssa and the strategy's own checks), train, init_from, the optimizer,
+  the mesh rules and, given the mesh, how the batch splits over it. Raises ConfigError naming the
+  field; returns (ModelConfig, SSAConfig)."""
+  mcfg, scfg = model_config(config.model), ssa_config(config.ssa)
+  _check_train(config)
+  _check_optim(config.optim, config.train.num_steps)
+  rules = sharding.logical_rules(config.mesh)
+  if mesh is not None:
+    _check_batch(config, mesh, rules)
+  return mcfg, scfg
+
+
+def _check_train(config) -> None:
+  t = config.train
+  _choice('train.data_split', t.data_split, DATA_SPLITS)
+  for f in ('num_steps', 'log_every'):
+    v = t[f]
+    if not isinstance(v, int) or v < 1:
+      raise ConfigError(f'train.{f}={v!r}; expected a positive integer.')
+  if config.data.seq_len > config.model.max_len and config.model.pos_emb == 'learned':
+    raise ConfigError(f'data.seq_len={config.data.seq_len} exceeds model.max_len='
+                      f'{config.model.max_len} (learned position table).')
+  init_from = config.model.get('init_from', '') or ''
+  if not isinstance(init_from, str) or (init_from and not any(
+      init_from.startswith(p) and len(init_from) > len(p) for p in INIT_FROM_PREFIXES)):
+    raise ConfigError(f'model.init_from={init_from!r} is not valid; expected \'\' '
+                      "(random init), 'hf:PATH_OR_REPO', 'gguf:PATH' or 'ssa:DIR'.")
+  if (jax.process_count() > 1 and config.data.eval_batches is None and
+      t.eval_every is not None and t.eval_every >= 0):
+    raise ConfigError('data.eval_batches=None with several processes: hosts could run '
+                      'different numbers of eval steps and hang; set data.eval_batches.')
+
+
+def _check_optim(o, num_steps: int) -> None:
+  _choice('optim.mode', o.mode, OPTIM_MODES)
+  _choice('optim.optimizer', o.optimizer, OPTIMIZERS)
+  _choice('optim.tau_optimizer', o.tau_optimizer, OPTIMIZERS)
+  decay_steps = o.decay_steps or num_steps
+  for kind_field, lr_field in (('schedule', 'lr'), ('tau_schedule', 'tau_lr')):
+    kind, lr = o[kind_field], o[lr_field]
+    _choice(f'optim.{kind_field}', kind, SCHEDULES)
+    if not isinstance(lr, (int, float)) or lr < 0:
+      raise ConfigError(f'learning rate {lr!r} for optim.{kind_field}: expected a number >= 0.')
+    warmup = int(o.warmup_steps or 0)
+    if kind == 'cosine' and decay_steps <= warmup:
+      raise ConfigError(f'optim.decay_steps (or train.num_steps)={decay_steps} must exceed '
+                        f'optim.warmup_steps={warmup} for the cosine schedule.')
+  if o.clip_norm and o.clip_norm < 0:
+    raise ConfigError(f'optim.clip_norm={o.clip_norm!r}; expected a positive number, 0 or None.')
+
+
+def _check_batch(config, mesh, rules) -> None:
+  """The global batch splits over the mesh's batch axes, the micro-batches and the processes."""
+  b, m = config.data.batch_size, config.train.micro_batches
+  if not isinstance(m, int) or m < 1:
+    raise ConfigError(f'train.micro_batches={m!r}; expected a positive integer.')
+  k = sharding.batch_divisor(mesh, rules)
+  if b % (k * m):
+    raise ConfigError(
+        f'data.batch_size={b} is not divisible by the batch-sharding mesh axes '
+        f'{dict(rules).get("batch")} (size {k}) x train.micro_batches={m} = {k * m}; each device '
+        f'must hold a whole number of rows of every micro-batch. Mesh shape: {dict(mesh.shape)}.')
+  if b % jax.process_count():
+    raise ConfigError(f'data.batch_size={b} is not divisible by the number of JAX processes '
+                      f'({jax.process_count()}).')
+
+
 # ------------------------------------------------------------------ dotted overrides (--set)
 
 
 def parse_overrides(items) -> dict:
   """['optim.lr=1e-3', ...] -> {'optim.lr': 0.001}: values are Python literals, else strings
   (the last value of a key wins); an item without '=' raises ValueError naming it."""
-  import ast  # pylint: disable=g-import-not-at-top
   out = {}
   for item in items or ():
     key, sep, value = item.partition('=')

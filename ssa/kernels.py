@@ -27,7 +27,7 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from ssa.config_lib import ConfigError
+from ssa.errors import ConfigError
 
 BACKENDS = ('reference', 'xla', 'cudnn', 'splash')
 

@@ -16,8 +16,8 @@ position terms use n = index + 1, or the 1-based position inside the packed docu
 segment_ids) when ssa.position_reset_at_eos.
 
 Variables: 'params' (logically partitioned: axes 'vocab', 'embed', 'heads', 'kv_heads',
-'head_dim', 'mlp'); 'constants' (only for the 'frequency' strategy: the token log-frequency
-table); 'cache' (kv-cache, decode=True); 'intermediates' (sown temperatures / probabilities).
+'head_dim', 'mlp'); 'constants' (only for strategies with a token table, ssa/strategies.py: e.g.
+'frequency''s token log-frequencies); 'cache' (kv-cache, decode=True); 'intermediates' (sown temperatures / probabilities).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ssa import strategies
 from ssa.attention import TEMPERATURE_PREFIX, Attention, Partitioned
 from ssa.config_lib import ModelConfig, SSAConfig
 
@@ -62,15 +63,18 @@ def _norm(cfg: ModelConfig, name: str):
 
 
 class Block(nn.Module):
+  """One Transformer block; `decode` / `capture` are static per model call (see Attention), so
+  every call argument is an array (or None) and nn.remat needs no static_argnums."""
   cfg: ModelConfig
   ssa: SSAConfig
+  decode: bool = False
+  capture: bool = False
 
   @nn.compact
-  def __call__(self, x_BTD, index_BT, n_BT, pos_BT, segment_ids_BT, log_freq_BT, decode, capture,
-               logit_scaling):
-    attn = Attention(self.cfg, self.ssa, name='attn')
+  def __call__(self, x_BTD, index_BT, n_BT, pos_BT, segment_ids_BT=None, token_table_BT=None):
+    attn = Attention(self.cfg, self.ssa, decode=self.decode, capture=self.capture, name='attn')
     a_BTD = attn(_norm(self.cfg, 'ln1')(x_BTD), index_BT, n_BT, pos_BT, segment_ids_BT,
-                 log_freq_BT, decode, capture, logit_scaling)
+                 token_table_BT)
     if self.cfg.parallel_residual:
       return x_BTD + a_BTD + Mlp(self.cfg, name='mlp')(_norm(self.cfg, 'ln2')(x_BTD))
     x_BTD = x_BTD + a_BTD
@@ -94,7 +98,7 @@ class Transformer(nn.Module):
 
   @nn.compact
   def __call__(self, tokens_BT, positions=None, segment_ids=None, *, decode=False,
-               capture=False, logit_scaling=False):
+               capture=False):
     cfg = self.cfg
     B, T = tokens_BT.shape
     dtype = jnp.dtype(cfg.dtype)
@@ -128,17 +132,16 @@ class Transformer(nn.Module):
                        (cfg.max_len, cfg.d_model), jnp.dtype(cfg.param_dtype))
       x_BTD = x_BTD + jnp.take(wpe, pos_BT, axis=0).astype(dtype)
 
-    log_freq_BT = None
-    if self.ssa.strategy == 'frequency':
-      table = self.variable('constants', 'token_log_freq', jnp.zeros, (cfg.padded_vocab_size,),
-                            jnp.float32)
-      log_freq_BT = jnp.take(table.value, tokens_BT, axis=0)
+    token_table_BT = None
+    if strategies.token_table(self.ssa) is not None:  # e.g. 'frequency': filled by training
+      table = self.variable('constants', strategies.TOKEN_TABLE, jnp.zeros,
+                            (cfg.padded_vocab_size,), jnp.float32)
+      token_table_BT = jnp.take(table.value, tokens_BT, axis=0)
 
-    block_cls = nn.remat(Block, static_argnums=(7, 8, 9)) if cfg.remat else Block
+    block_cls = nn.remat(Block) if cfg.remat else Block
     for i in range(cfg.n_layers):
-      x_BTD = block_cls(cfg, self.ssa, name=f'layer_{i}')(
-          x_BTD, index_BT, n_BT, pos_BT, segment_ids, log_freq_BT, decode, capture,
-          logit_scaling)
+      x_BTD = block_cls(cfg, self.ssa, decode=decode, capture=capture, name=f'layer_{i}')(
+          x_BTD, index_BT, n_BT, pos_BT, segment_ids, token_table_BT)
     x_BTD = _norm(cfg, 'ln_f')(x_BTD)
     if cfg.tie_embeddings:
       logits_BTV = embed.attend(x_BTD)
@@ -154,6 +157,14 @@ def init_params(model: Transformer, rng, batch_size: int = 1, seq_len: int = 8):
   """Initialised variables (unboxed: plain arrays) for a [batch_size, seq_len] token input."""
   tokens = jnp.zeros((batch_size, seq_len), jnp.int32)
   return nn.unbox(model.init(rng, tokens))
+
+
+def abstract_variables(model: Transformer, seq_len: int = 8):
+  """The model's variables as shapes (jax.eval_shape, no memory), still boxed with their logical
+  axes ('params' and non-trainable collections such as 'constants'; no 'intermediates')."""
+  tokens = jax.ShapeDtypeStruct((1, seq_len), jnp.int32)
+  shapes = jax.eval_shape(lambda t: model.init(jax.random.PRNGKey(0), t), tokens)
+  return {k: v for k, v in shapes.items() if k not in ('intermediates', 'cache')}
 
 
 def init_cache(model: Transformer, variables, batch_size: int, max_len: int):
@@ -187,6 +198,4 @@ def param_counts(params) -> dict[str, Any]:
 
 def abstract_param_counts(model: Transformer, seq_len: int = 8) -> dict[str, Any]:
   """param_counts from shapes only (jax.eval_shape): no memory, works for any model size."""
-  tokens = jax.ShapeDtypeStruct((1, seq_len), jnp.int32)
-  shapes = jax.eval_shape(lambda t: model.init(jax.random.PRNGKey(0), t), tokens)
-  return param_counts(shapes['params'])
+  return param_counts(abstract_variables(model, seq_len)['params'])

@@ -7,7 +7,7 @@ from absl import app
 from ml_collections import config_flags
 
 from ssa import config_lib
-from ssa.attention import temperature_specs
+from ssa.strategies import temperature_specs
 from ssa import model as model_lib
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/base.py', 'Config file (:preset).')
@@ -16,7 +16,7 @@ _CONFIG = config_flags.DEFINE_config_file('config', 'configs/base.py', 'Config f
 def summary(config) -> str:
   mcfg, scfg = config_lib.model_config(config.model), config_lib.ssa_config(config.ssa)
   counts = model_lib.abstract_param_counts(model_lib.Transformer(mcfg, scfg))
-  specs = ', '.join(f'{e}: {s.kind}/{s.terms}' for e, s in
+  specs = ', '.join(f'{e}: {s.strategy}/{s.terms}' for e, s in
                     temperature_specs(scfg).items()) or 'none'
   return '\n'.join([
       f'model   {mcfg.preset or mcfg.family}: family={mcfg.family} layers={mcfg.n_layers} '
@@ -24,7 +24,7 @@ def summary(config) -> str:
       f'd_ff={mcfg.d_ff} vocab={mcfg.vocab_size} (table {mcfg.padded_vocab_size})',
       f'ssa     strategy={scfg.strategy} temperatures: {specs}' + (
           f' weight_sharing={scfg.weight_sharing} granularity={scfg.granularity}'
-          if scfg.strategy == 'ssa' else ''),
+          if temperature_specs(scfg) else ''),
       f'params  total {counts["total"]:,} = base {counts["base"]:,} + SSA {counts["temperature"]:,}'
       f' ({100 * counts["added_ratio"]:.4f}% added)',
   ])

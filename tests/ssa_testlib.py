@@ -1,15 +1,18 @@
 """Shared helpers for the model tests: tiny configs of each family and every SSA variant."""
 
+import contextlib
 import dataclasses
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from configs import base
+from ssa import attention
 from ssa import config_lib
 from ssa import model as model_lib
-from ssa.attention import log_frequency_table
+from ssa.strategies import log_frequency_table
 
 VOCAB = 97  # small vocabulary for speed; padded to 128 in the model
 
@@ -18,7 +21,8 @@ FAMILY_PRESETS = {'gpt2': 'gpt2-tiny', 'neox': 'pythia-160m', 'llama': 'llama-ti
 TINY = dict(vocab_size=VOCAB, d_model=32, n_layers=2, head_dim=8, d_ff=64, max_len=64)
 TINY_HEADS = {'gpt2': (4, 4), 'neox': (4, 4), 'llama': (4, 2)}
 
-# Every switch of SSA_SPEC §1.4, each non-default value at least once.
+# Every switch of docs/ssa.md §1.4, each non-default value at least once, and every registered
+# strategy (ssa/strategies.py): adding a strategy adds its row here.
 VARIANTS = {
     'vanilla': dict(strategy='vanilla'),
     'ssa': dict(),  # q pos+tok, v tok, add, exp_exp, per head, sharing on, gelu
@@ -105,3 +109,26 @@ def tokens(B, T, seed=0):
 def rel_err(a, b):
   a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
   return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
+
+
+@contextlib.contextmanager
+def logit_scaling(enabled: bool = True):
+  """Within this context, every Attention layer computes SSA by the spec's formula, scaling the
+  T x T logits (attention.logit_scaled_attention), instead of pre-scaling q, k, v (Attention.mix):
+  the verification path, kept out of the production call signatures."""
+  def interceptor(next_fun, args, kwargs, context):
+    if enabled and context.method_name == 'mix' and isinstance(context.module,
+                                                                attention.Attention):
+      if context.module.decode:
+        raise ValueError('logit_scaling is a verification path without kv-cache decoding.')
+      q, k, v, taus, segment_ids, _ = args
+      return attention.logit_scaled_attention(q, k, v, taus, segment_ids)
+    return next_fun(*args, **kwargs)
+  with nn.intercept_methods(interceptor):
+    yield
+
+
+def apply_with(logit_scaled: bool, apply_fn, *args, **kwargs):
+  """apply_fn(*args, **kwargs) on the logit-scaling path (True) or the production path (False)."""
+  with logit_scaling(logit_scaled):
+    return apply_fn(*args, **kwargs)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from configs import base
-from ssa import attention, config_lib, kernels
+from ssa import attention, config_lib, kernels, strategies
 from ssa import model as model_lib
 from tests import ssa_testlib as tl
 
@@ -58,7 +58,7 @@ def test_layer_prescaled_equals_logit_scaling(family, variant, backend):
   args = (x, index, n, index, SEGMENTS, log_freq)
   params = tl.randomize_temperature_params(nn.unbox(layer.init(jax.random.PRNGKey(0), *args))[
       'params'], 1)
-  _check_paths_agree(lambda p, ls: layer.apply({'params': p}, *args, logit_scaling=ls), params)
+  _check_paths_agree(lambda p, ls: tl.apply_with(ls, layer.apply, {'params': p}, *args), params)
 
 
 @pytest.mark.parametrize('family', ['gpt2', 'neox', 'llama'])
@@ -67,8 +67,8 @@ def test_model_prescaled_equals_logit_scaling(family, variant):
   model, variables = tl.build(family, **tl.VARIANTS[variant], backend='xla')
   toks = tl.tokens(B, T)
   _check_paths_agree(
-      lambda p, ls: model.apply({**variables, 'params': p}, toks, segment_ids=SEGMENTS,
-                                logit_scaling=ls), variables['params'])
+      lambda p, ls: tl.apply_with(ls, model.apply, {**variables, 'params': p}, toks,
+                                  segment_ids=SEGMENTS), variables['params'])
 
 
 @pytest.mark.parametrize('segments', [False, True])
@@ -146,8 +146,8 @@ def test_temperature_formulas_per_term_and_combine():
                    ('linear', np.asarray(theta))):
     pos = 1 + np.log(np.arange(1, 9))[None, :, None] * s
     for combine, want in (('add', pos + tok), ('mul', pos * (1 + tok))):
-      spec = attention.TemperatureSpec('ssa', 'pos+tok', slope=slope, combine=combine,
-                                       min_tau=0.05 if slope == 'linear' else None)
+      spec = strategies.TemperatureSpec('ssa', 'pos+tok', config_lib.SSAConfig(
+          slope=slope, combine=combine, linear_min_tau=0.05 if slope == 'linear' else None))
       mod = attention.Temperature(spec, 2, 4)
       tau = mod.apply({'params': {'theta': theta, 'u': u}}, feat, n)
       np.testing.assert_allclose(tau, np.maximum(want, 0.05) if slope == 'linear' else want,
@@ -155,7 +155,8 @@ def test_temperature_formulas_per_term_and_combine():
 
 
 def test_linear_slope_is_clamped_at_min_tau():
-  spec = attention.TemperatureSpec('ssa', 'pos', slope='linear', min_tau=0.05)
+  spec = strategies.TemperatureSpec('ssa', 'pos', config_lib.SSAConfig(slope='linear',
+                                                                      linear_min_tau=0.05))
   n = jnp.array([[1.0, 10.0, 1000.0]])
   tau = attention.Temperature(spec, 1, 4).apply({'params': {'theta': jnp.array([-0.5])}}, None, n)
   np.testing.assert_allclose(tau[0, :, 0], [1.0, 0.05, 0.05], rtol=1e-6)
@@ -163,10 +164,10 @@ def test_linear_slope_is_clamped_at_min_tau():
 
 def test_yarn_factor_and_constant_init():
   _, scfg = tl.configs(strategy='yarn', yarn_train_len=1024, yarn_context_len=4096)
-  assert attention.temperature_specs(scfg)['q'].yarn_factor == pytest.approx(
+  assert strategies.yarn_factor(strategies.temperature_specs(scfg)['q'].ssa) == pytest.approx(
       0.1 * math.log(4.0) + 1)
   _, scfg = tl.configs(strategy='vanilla')
-  assert attention.temperature_specs(scfg) == {}
+  assert strategies.temperature_specs(scfg) == {}
 
 
 def test_default_theta_gives_same_initial_slope_for_every_parametrisation():
@@ -174,11 +175,11 @@ def test_default_theta_gives_same_initial_slope_for_every_parametrisation():
   for slope in config_lib.SLOPES:
     _, scfg = tl.configs(slope=slope, linear_min_tau=0.05)
     theta = scfg.resolved_theta_init()
-    assert float(attention.slope(jnp.float32(theta), slope)) == pytest.approx(s0, rel=1e-5)
+    assert float(strategies.slope(jnp.float32(theta), slope)) == pytest.approx(s0, rel=1e-5)
 
 
 def test_log_frequency_table_is_standardised():
-  z = attention.log_frequency_table([10, 1, 0, 100], 6)
+  z = strategies.log_frequency_table([10, 1, 0, 100], 6)
   assert z.shape == (6,) and abs(z.mean()) < 1e-6 and abs(z.std() - 1) < 1e-4
   assert z[3] > z[0] > z[1] > z[2] == z[4] == z[5]
 
