@@ -11,13 +11,14 @@ Every parameter gets one label (param_labels):
 
 The chain is
 
-    zero the frozen gradients  ->  clip_by_global_norm(optim.clip_norm)  ->  multi_transform(
+    clip_by_global_norm(optim.clip_norm)  ->  multi_transform(
         base:   adamw(lr schedule, b1, b2, eps, weight_decay, mask=decay_mask)   (or adam / sgd)
         tau:    tau_optimizer(tau lr schedule)                                    (own group)
         frozen: set_to_zero()                                                     (no state) )
 
-so clipping sees the global norm of the TRAINABLE gradients only, and frozen weights keep no
-optimizer state (optax multi_transform stores MaskedNode placeholders for them).
+Frozen gradients are zeroed in ONE place, train_lib.train_step (statically, from trainable_mask,
+so XLA never computes them): clipping sees the global norm of the TRAINABLE gradients only, and
+frozen weights keep no optimizer state (optax multi_transform stores MaskedNode placeholders).
 
 Weight decay (decay_mask): only weights with >= 2 dimensions that are not biases, norm scales or
 temperature parameters (all kernels and the embedding tables decay).
@@ -31,40 +32,27 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import optax
 
 from ssa.config_lib import ConfigError
 from ssa.model import is_temperature_path
 
-OPTIMIZERS = ('adamw', 'adam', 'sgd')
-SCHEDULES = ('cosine', 'constant')
-MODES = ('full', 'temperature_only')
 
-
-def make_schedule(kind: str, lr: float, warmup: int, decay_steps: int, min_ratio: float,
-                  field: str) -> optax.Schedule:
-  if kind not in SCHEDULES:
-    raise ConfigError(f'{field}={kind!r} is not valid; expected one of {list(SCHEDULES)}.')
-  if not isinstance(lr, (int, float)) or lr < 0:
-    raise ConfigError(f'learning rate {lr!r} for {field}: expected a number >= 0.')
+def make_schedule(kind: str, lr: float, warmup: int, decay_steps: int,
+                  min_ratio: float) -> optax.Schedule:
+  """'constant' (warmup, then flat) or 'cosine' (warmup, cosine decay to min_ratio * lr)."""
   warmup = int(warmup or 0)
   if kind == 'constant':
     if warmup == 0:
       return optax.constant_schedule(lr)
     return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup),
                                  optax.constant_schedule(lr)], [warmup])
-  if decay_steps <= warmup:
-    raise ConfigError(f'optim.decay_steps (or train.num_steps)={decay_steps} must exceed '
-                      f'optim.warmup_steps={warmup} for the cosine schedule.')
   return optax.warmup_cosine_decay_schedule(0.0, lr, warmup, decay_steps, end_value=lr * min_ratio)
 
 
 def param_labels(params, optim_cfg) -> Any:
   """'base' | 'tau' | 'frozen' per leaf (see the module docstring)."""
   mode = optim_cfg.mode
-  if mode not in MODES:
-    raise ConfigError(f'optim.mode={mode!r} is not valid; expected one of {list(MODES)}.')
   own_group = optim_cfg.temperature_group or mode == 'temperature_only'
 
   def label(path, _):
@@ -90,53 +78,39 @@ def decay_mask(params) -> Any:
   return jax.tree_util.tree_map_with_path(decays, params)
 
 
-def _opt(name: str, field: str, sched, b1, b2, eps, wd, mask):
+def _opt(name: str, sched, b1, b2, eps, wd, mask):
   if name == 'adamw':
     return optax.adamw(sched, b1=b1, b2=b2, eps=eps, weight_decay=wd, mask=mask)
   if name == 'adam':
     return optax.adam(sched, b1=b1, b2=b2, eps=eps)
-  if name == 'sgd':
-    return optax.sgd(sched)
-  raise ConfigError(f'{field}={name!r} is not valid; expected one of {list(OPTIMIZERS)}.')
-
-
-def zero_frozen(labels) -> optax.GradientTransformation:
-  """Replaces the gradients of 'frozen' leaves by zeros (XLA then skips computing them)."""
-  def update(updates, state, params=None):
-    del params
-    return jax.tree.map(lambda g, l: jnp.zeros_like(g) if l == 'frozen' else g,
-                        updates, labels), state
-  return optax.GradientTransformation(lambda _: optax.EmptyState(), update)
+  return optax.sgd(sched)  # config_lib.validate admits only OPTIMIZERS
 
 
 def make_optimizer(config, params) -> tuple[optax.GradientTransformation, dict[str, Callable]]:
-  """(tx, {'lr': base schedule, 'tau_lr': temperature schedule}) for `params` (arrays or shapes)."""
+  """(tx, {'lr': base schedule, 'tau_lr': temperature schedule}) for `params` (arrays or shapes).
+  The fields were checked by ssa.config_lib.validate."""
   o = config.optim
   decay_steps = o.decay_steps or config.train.num_steps
-  sched = make_schedule(o.schedule, o.lr, o.warmup_steps, decay_steps, o.min_lr_ratio,
-                        'optim.schedule')
+  sched = make_schedule(o.schedule, o.lr, o.warmup_steps, decay_steps, o.min_lr_ratio)
   tau_sched = make_schedule(o.tau_schedule, o.tau_lr, o.warmup_steps, decay_steps,
-                            o.min_lr_ratio, 'optim.tau_schedule')
+                            o.min_lr_ratio)
   labels = param_labels(params, o)
   transforms = {
-      'base': _opt(o.optimizer, 'optim.optimizer', sched, o.b1, o.b2, o.eps, o.weight_decay,
-                   decay_mask(params)),
-      'tau': _opt(o.tau_optimizer, 'optim.tau_optimizer', tau_sched, o.b1, o.b2, o.eps,
-                  o.tau_weight_decay, None),
-      'frozen': optax.set_to_zero(),
+      'base': _opt(o.optimizer, sched, o.b1, o.b2, o.eps, o.weight_decay, decay_mask(params)),
+      'tau': _opt(o.tau_optimizer, tau_sched, o.b1, o.b2, o.eps, o.tau_weight_decay, None),
+      'frozen': optax.set_to_zero(),  # no update and no optimizer state (MaskedNode)
   }
   used = set(jax.tree.leaves(labels))
   transforms = {k: v for k, v in transforms.items() if k in used}
-  chain = []
-  if 'frozen' in used:
-    chain.append(zero_frozen(labels))
+  # With frozen weights the chain starts with a stateless identity: the optimizer-state layout of
+  # checkpoints written when frozen gradients were also zeroed here (before train_step did it).
+  chain = [optax.identity()] if 'frozen' in used else []
   if o.clip_norm:
-    if o.clip_norm < 0:
-      raise ConfigError(f'optim.clip_norm={o.clip_norm!r}; expected a positive number, 0 or None.')
     chain.append(optax.clip_by_global_norm(o.clip_norm))
   chain.append(optax.multi_transform(transforms, labels))
   return optax.chain(*chain), {'lr': sched, 'tau_lr': tau_sched}
 
 
 def trainable_mask(params, optim_cfg) -> Any:
+  """True for leaves that train; train_step passes zero gradients (statically) for the others."""
   return jax.tree.map(lambda l: l != 'frozen', param_labels(params, optim_cfg))

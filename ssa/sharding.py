@@ -22,7 +22,7 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from ssa.config_lib import ConfigError
+from ssa.errors import ConfigError
 
 AXES = ('data', 'fsdp', 'tensor')
 
@@ -134,22 +134,6 @@ def batch_divisor(mesh, rules) -> int:
 
 def replicated(mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
-
-
-def check_batch(config, mesh, rules) -> None:
-  """Clear error at start when the global batch cannot be split over the mesh and micro-batches."""
-  b, m = config.data.batch_size, config.train.micro_batches
-  if not isinstance(m, int) or m < 1:
-    raise ConfigError(f'train.micro_batches={m!r}; expected a positive integer.')
-  k = batch_divisor(mesh, rules)
-  if b % (k * m):
-    raise ConfigError(
-        f'data.batch_size={b} is not divisible by the batch-sharding mesh axes '
-        f'{dict(rules).get("batch")} (size {k}) x train.micro_batches={m} = {k * m}; each device '
-        f'must hold a whole number of rows of every micro-batch. Mesh shape: {dict(mesh.shape)}.')
-  if b % jax.process_count():
-    raise ConfigError(f'data.batch_size={b} is not divisible by the number of JAX processes '
-                      f'({jax.process_count()}).')
 
 
 def global_batch(local_batch: dict[str, np.ndarray], sharding: NamedSharding, global_rows: int):

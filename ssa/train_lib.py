@@ -2,8 +2,9 @@
 
     config -> mesh -> data iterator -> model init (shapes by jax.eval_shape, then a jitted init with
     out_shardings) -> restore if a checkpoint exists, else random init or model.init_from
-    (pretrained weights via ssa.convert) -> loop { train_step -> metrics ->
-    periodic eval / checkpoint } -> final eval + checkpoint
+    (pretrained weights, ssa/pretrained.py) and the strategy's data statistics
+    (ssa/statistics.py) -> loop { train_step -> metrics -> periodic eval / checkpoint }
+    -> final eval + checkpoint          (train_and_evaluate; the loop's parts are Run's methods)
 
 train_step(state, batch) -> (state, metrics) is a module-level pure function; `setup` jits it ONCE
 with explicit in/out shardings and the state donated. Inside it:
@@ -30,7 +31,6 @@ import functools
 import logging
 import math
 import os
-import signal
 import time
 from typing import Any, Callable, Optional
 
@@ -47,11 +47,12 @@ from ssa import checkpoint as ckpt_lib
 from ssa import config_lib
 from ssa import metrics as metrics_lib
 from ssa import optim
+from ssa import pretrained
 from ssa import sharding as shard_lib
+from ssa import statistics
+from ssa.data.per_process import make_eval_data, make_train_data
 from ssa.model import Transformer, is_temperature_path, param_counts
-
-DATA_SPLITS = ('process', 'global')
-INIT_FROM_PREFIXES = ('hf:', 'gguf:', 'ssa:')
+from ssa.signals import StopFlag
 
 
 class NonFiniteError(FloatingPointError):
@@ -130,6 +131,7 @@ def train_step(state: TrainState, batch, *, model: Transformer, tx: optax.Gradie
 
   denom = jnp.maximum(wsum, 1.0)
   loss = loss_sum / denom
+  # The one place frozen gradients are zeroed (static mask: XLA never computes them).
   grads = jax.tree.map(lambda g, t: g / denom if t else jnp.zeros_like(g), grads, trainable)
   grad_norm = optax.tree.norm(grads)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -178,9 +180,6 @@ class Setup:
   config: Any
   model: Transformer
   mesh: jax.sharding.Mesh
-  rules: tuple
-  tx: optax.GradientTransformation
-  schedules: dict
   state_shardings: TrainState
   abstract_state: TrainState       # ShapeDtypeStructs carrying the target shardings (for restore)
   batch_sharding: NamedSharding
@@ -192,39 +191,12 @@ class Setup:
   from_params_fn: Optional[Callable] = None  # (params on param shardings, rng) -> sharded TrainState
 
 
-def validate(config) -> None:
-  """Config checks that must fail at start, naming the field."""
-  config_lib.model_config(config.model)
-  config_lib.ssa_config(config.ssa)
-  t = config.train
-  if t.data_split not in DATA_SPLITS:
-    raise config_lib.ConfigError(f'train.data_split={t.data_split!r} is not valid; expected one '
-                                 f'of {list(DATA_SPLITS)}.')
-  for f in ('num_steps', 'log_every'):
-    v = t[f]
-    if not isinstance(v, int) or v < 1:
-      raise config_lib.ConfigError(f'train.{f}={v!r}; expected a positive integer.')
-  if config.data.seq_len > config.model.max_len and config.model.pos_emb == 'learned':
-    raise config_lib.ConfigError(f'data.seq_len={config.data.seq_len} exceeds model.max_len='
-                                 f'{config.model.max_len} (learned position table).')
-  init_from = config.model.get('init_from', '') or ''
-  if not isinstance(init_from, str) or (init_from and not any(
-      init_from.startswith(p) and len(init_from) > len(p) for p in INIT_FROM_PREFIXES)):
-    raise config_lib.ConfigError(f'model.init_from={init_from!r} is not valid; expected \'\' '
-                                 "(random init), 'hf:PATH_OR_REPO', 'gguf:PATH' or 'ssa:DIR'.")
-  if (jax.process_count() > 1 and config.data.eval_batches is None and
-      t.eval_every is not None and t.eval_every >= 0):
-    raise config_lib.ConfigError('data.eval_batches=None with several processes: hosts could run '
-                                 'different numbers of eval steps and hang; set data.eval_batches.')
-
-
 def setup(config, mesh: Optional[jax.sharding.Mesh] = None) -> Setup:
-  validate(config)
-  mcfg, scfg = config_lib.model_config(config.model), config_lib.ssa_config(config.ssa)
-  model = Transformer(mcfg, scfg)
+  """Validated config -> model, mesh, shardings, and the jitted init / train / eval functions."""
   mesh = mesh if mesh is not None else shard_lib.make_mesh(config.mesh)
+  mcfg, scfg = config_lib.validate(config, mesh)
+  model = Transformer(mcfg, scfg)
   rules = shard_lib.logical_rules(config.mesh)
-  shard_lib.check_batch(config, mesh, rules)
   T = config.data.seq_len
   repl = shard_lib.replicated(mesh)
 
@@ -266,118 +238,25 @@ def setup(config, mesh: Optional[jax.sharding.Mesh] = None) -> Setup:
                     in_shardings=(param_sh, state_sh.constants, batch_sh), out_shardings=repl)
   counts = param_counts(abstract_params)
   fpt = metrics_lib.flops_per_token(mcfg, counts['total'], T)
-  return Setup(config, model, mesh, rules, tx, schedules, state_sh, abstract_state, batch_sh,
-               init_fn, step_fn, eval_fn, counts, fpt, from_params_fn)
+  return Setup(config, model, mesh, state_sh, abstract_state, batch_sh, init_fn, step_fn,
+               eval_fn, counts, fpt, from_params_fn)
 
 
-# ----------------------------------------------------------------------------- pretrained init
-
-# ModelConfig fields taken from config.model as they are (they do not change what the weights are).
-_IMPORT_OVERRIDES = ('vocab_pad_multiple', 'init_std', 'dtype', 'param_dtype', 'remat', 'preset')
-
-
-def _matching_presets(imported) -> list[str]:
-  try:
-    from configs import presets  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    return []
-  return [name for name, fields in presets.PRESETS.items()
-          if all(getattr(imported, k) == v for k, v in fields.items()
-                 if k != 'max_len' or imported.pos_emb == 'learned')]
-
-
-def check_imported_model(imported, config_model, source: str) -> None:
-  """ConfigError naming every field where the imported ModelConfig differs from config.model."""
-  current = config_lib.model_config(config_model)
-  diffs = []
-  for f in dataclasses.fields(imported):
-    if f.name in _IMPORT_OVERRIDES:
-      continue
-    if f.name == 'max_len' and imported.pos_emb != 'learned':
-      continue  # no position table: max_len is only the kv-cache length
-    a, b = getattr(current, f.name), getattr(imported, f.name)
-    if a != b:
-      diffs.append((f.name, a, b))
-  if not diffs:
-    return
-  presets = _matching_presets(imported)
-  hint = (f'use the preset --config=configs/<file>.py:{presets[0]} (matches the checkpoint) or '
-          if presets else 'use a preset with these shapes or ')
-  raise config_lib.ConfigError(
-      f'model.init_from={source!r}: the checkpoint describes a different model than config.model: '
-      + '; '.join(f'model.{k}: config {a!r}, checkpoint {b!r}' for k, a, b in diffs)
-      + f'. To train from it, {hint}set the overrides '
-      + ' '.join(f'--config.model.{k}={b}' for k, _, b in diffs) + '.')
-
-
-# SSA fields that may differ between an ssa: checkpoint and the run that starts from it.
-_SSA_FREE_FIELDS = ('backend', 'theta_init')
-
-
-def check_imported_ssa(saved, current, source: str) -> None:
-  """An ssa: checkpoint's temperatures mean what the run's ssa config says, or ConfigError."""
-  diffs = [(f.name, getattr(current, f.name), getattr(saved, f.name))
-           for f in dataclasses.fields(current)
-           if f.name not in _SSA_FREE_FIELDS and getattr(current, f.name) != getattr(saved, f.name)]
-  if diffs:
-    raise config_lib.ConfigError(
-        f'model.init_from={source!r}: the checkpoint was trained with another SSA config: '
-        + '; '.join(f'ssa.{k}: config {a!r}, checkpoint {b!r}' for k, a, b in diffs)
-        + '. Set ' + ' '.join(f'--config.ssa.{k}={b}' for k, _, b in diffs) + ' to train from it.')
-
-
-def load_init_params(config, rng=None):
-  """(params, ModelConfig) of config.model.init_from, checked against config.model.
-
-  hf:/gguf: temperature params (tau_*) are the importer's, at their init (identity at start);
-  `rng` is the key of those that are random (train_and_evaluate passes the init key of
-  config.seed). ssa: (an SSA checkpoint, ssa/convert/ssa_format.py) loads them too."""
-  from ssa import convert  # pylint: disable=g-import-not-at-top
-  src = config.model.init_from
-  overrides = {k: config.model[k] for k in _IMPORT_OVERRIDES}
-  try:
-    if src.startswith('hf:'):
-      imported, params = convert.load_hf(src[len('hf:'):], config.ssa, rng=rng, **overrides)
-    elif src.startswith('gguf:'):
-      imported, params, _ = convert.load_gguf(os.path.expanduser(src[len('gguf:'):]), config.ssa,
-                                              tokenizer=False, rng=rng, **overrides)
-    elif src.startswith('ssa:'):
-      imported, saved_ssa, variables, _ = convert.load_ssa(src[len('ssa:'):])
-      check_imported_ssa(saved_ssa, config_lib.ssa_config(config.ssa), src)
-      imported = dataclasses.replace(  # stored shapes: the padded vocab is not overridden
-          imported, **{k: v for k, v in overrides.items() if k != 'vocab_pad_multiple'})
-      params = variables['params']
-    else:
-      raise config_lib.ConfigError(f'model.init_from={src!r} is not valid; expected '
-                                   "'hf:PATH_OR_REPO', 'gguf:PATH' or 'ssa:DIR'.")
-  except convert.ConversionError as e:
-    raise convert.ConversionError(f'model.init_from={src!r}: {e}') from e
-  check_imported_model(imported, config.model, src)
-  return params, imported
-
+# ----------------------------------------------------------------------------- fresh state
 
 def fresh_state(s: Setup) -> tuple[TrainState, Optional[str]]:
   """The state of a run that starts without a checkpoint: random init, or model.init_from's
   weights placed on the param shardings with a fresh optimizer state. Also fills the
-  ssa.strategy='frequency' table. Returns (state, message describing what was loaded or None)."""
+  strategy's data statistics (ssa/statistics.py, e.g. the 'frequency' table). Returns (state,
+  message describing what was loaded or None)."""
   cfg = s.config
   rng = jax.random.PRNGKey(cfg.seed)
   msg = None
   if cfg.model.get('init_from', ''):
     init_rng, _ = jax.random.split(rng)  # the key init_state gives model.init
-    params, _ = load_init_params(cfg, init_rng)
-    if jax.tree.structure(params) != jax.tree.structure(s.abstract_state.params):
-      raise config_lib.ConfigError(f'model.init_from={cfg.model.init_from!r}: imported parameter '
-                                   'tree does not match the model (check the ssa config).')
-    bad = [f'{jax.tree_util.keystr(p)}: {tuple(np.shape(x))} vs {tuple(a.shape)}'
-           for (p, x), a in zip(jax.tree_util.tree_leaves_with_path(params),
-                                jax.tree.leaves(s.abstract_state.params))
-           if tuple(np.shape(x)) != tuple(a.shape)]
-    if bad:
-      raise config_lib.ConfigError(f'model.init_from={cfg.model.init_from!r}: imported shapes '
-                                   f'differ from the model (imported vs model): {bad[:6]}.')
-    params = jax.tree.map(lambda x, a: jnp.asarray(x, a.dtype), params, s.abstract_state.params)
-    params = jax.device_put(params, s.state_shardings.params)
+    params, _ = pretrained.load_init_params(cfg, init_rng)
+    params = pretrained.place_params(params, s.abstract_state.params, s.state_shardings.params,
+                                     cfg.model.init_from)
     state = s.from_params_fn(params, rng)
     del params
     counts = param_counts(state.params)
@@ -387,56 +266,15 @@ def fresh_state(s: Setup) -> tuple[TrainState, Optional[str]]:
     logging.info(msg)
   else:
     state = s.init_fn(rng)
-  if cfg.ssa.strategy == 'frequency':
-    table = token_log_freq_table(cfg, s.model.cfg.padded_vocab_size)
-    consts = dict(state.constants)
-    consts['constants'] = {'token_log_freq': jax.device_put(
-        table, s.state_shardings.constants['constants']['token_log_freq'])}
-    state = state.replace(constants=consts)
+  tables = statistics.strategy_constants(cfg, s.model.cfg.padded_vocab_size)
+  if tables is not None:  # the strategy's data statistics (e.g. 'frequency')
+    sh = s.state_shardings.constants['constants']
+    state = state.replace(constants={**state.constants, 'constants': {
+        k: jax.device_put(v, sh[k]) for k, v in tables.items()}})
   return state, msg
 
 
-# ----------------------------------------------------------------------------- data
-
-class _RowSlice:
-  """data_split='global': every process reads the global batch and keeps its own rows."""
-
-  def __init__(self, it, pi: int, pc: int):
-    self._it, self._pi, self._pc = it, pi, pc
-
-  def __iter__(self):
-    return self
-
-  def __next__(self):
-    b = next(self._it)
-    n = next(iter(b.values())).shape[0] // self._pc
-    return {k: v[self._pi * n:(self._pi + 1) * n] for k, v in b.items()}
-
-  def get_state(self):
-    return self._it.get_state()
-
-  def set_state(self, s):
-    self._it.set_state(s)
-
-
-def _make_data(config, make_iterator):
-  """make_iterator(config, process_index, process_count) under train.data_split."""
-  pi, pc = jax.process_index(), jax.process_count()
-  if config.train.data_split == 'global':
-    it, tok = make_iterator(config, 0, 1)
-    return _RowSlice(it, pi, pc), tok
-  return make_iterator(config, pi, pc)
-
-
-def make_train_data(config):
-  from ssa import data as data_lib  # pylint: disable=g-import-not-at-top
-  return _make_data(config, data_lib.make_train_iterator)
-
-
-def make_eval_data(config):
-  from ssa import data as data_lib  # pylint: disable=g-import-not-at-top
-  return _make_data(config, data_lib.make_eval_iterator)
-
+# ----------------------------------------------------------------------------- evaluation
 
 def evaluate(s: Setup, state: TrainState) -> dict[str, float]:
   """Validation loss and perplexity over config.data.eval_batches batches (or one pass)."""
@@ -454,180 +292,191 @@ def evaluate(s: Setup, state: TrainState) -> dict[str, float]:
           'tokens': float(total[1]), 'batches': n}
 
 
-def token_log_freq_table(config, vocab_size: int) -> np.ndarray:
-  """ssa.strategy='frequency': standardised unigram log-frequencies of the train data."""
-  from ssa.attention import log_frequency_table  # pylint: disable=g-import-not-at-top
-  it, _ = make_train_data(config)
-  counts = np.zeros(vocab_size, np.int64)
-  for _ in range(config.train.frequency_batches):
-    b = next(it)
-    ids = b['targets'][b['weights'] > 0]
-    counts += np.bincount(ids, minlength=vocab_size)[:vocab_size]
-  if jax.process_count() > 1:
-    counts = np.asarray(multihost_utils.process_allgather(counts)).sum(0)
-  return log_frequency_table(counts, vocab_size)
-
-
 # ----------------------------------------------------------------------------- loop
-
-class _StopFlag:
-  """SIGTERM / SIGINT -> request a clean stop (checkpoint, then return)."""
-
-  def __init__(self):
-    self.requested = None
-    self._old = {}
-
-  def __enter__(self):
-    import threading  # pylint: disable=g-import-not-at-top
-    if threading.current_thread() is threading.main_thread():
-      for sig in (signal.SIGTERM, signal.SIGINT):
-        self._old[sig] = signal.signal(sig, self._handle)
-    return self
-
-  def _handle(self, signum, frame):
-    del frame
-    if self.requested is not None and signum == signal.SIGINT:
-      raise KeyboardInterrupt  # second Ctrl-C: stop now
-    self.requested = signal.Signals(signum).name
-
-  def __exit__(self, *exc):
-    for sig, old in self._old.items():
-      signal.signal(sig, old)
-
 
 def train_and_evaluate(config, workdir: str, mesh=None) -> dict[str, Any]:
   """Trains config.train.num_steps steps in `workdir` (resuming from its latest checkpoint).
 
   Returns {'step': last step, 'history': [train metric records], 'eval': last eval metrics,
   'eval_start': eval metrics before the first step (train.eval_at_start) or None,
-  'stopped_by': None or the signal name}. Raises NonFiniteError after saving the last good state.
+  'stopped_by': None or the signal name, 'state': the final TrainState}. Raises NonFiniteError
+  after saving the last good state.
   """
-  t0_setup = time.time()
-  s = setup(config, mesh)
-  cfg = config
-  if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-  B, T = cfg.data.batch_size, cfg.data.seq_len
-  it, tokenizer = make_train_data(cfg)
-  if tokenizer.vocab_size > s.model.cfg.vocab_size:
-    raise config_lib.ConfigError(
-        f'model.vocab_size={s.model.cfg.vocab_size} is smaller than the tokenizer '
-        f'{cfg.data.tokenizer!r} vocabulary ({tokenizer.vocab_size}); set model.vocab_size.')
-
-  ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, 'checkpoints'), cfg.checkpoint)
-  restored = None
-  if cfg.checkpoint.restore:
-    restored = ckpt.restore_latest(s.abstract_state, cfg, fallback=cfg.checkpoint.fallback)
-  init_msg = None
-  if restored is not None:
-    state, data_state, _, start = restored
-    it.set_state(data_state)
-    logging.info('Resumed from %s', ckpt.step_dir(start))
-    if cfg.model.get('init_from', ''):
-      init_msg = (f'Resumed from {ckpt.step_dir(start)}: model.init_from='
-                  f'{cfg.model.init_from!r} is ignored (it only initialises fresh runs).')
-      logging.info(init_msg)
-  else:
-    state, init_msg = fresh_state(s)
-    start = 0
-  start = int(jax.device_get(state.step))
-
-  peak, peak_src = metrics_lib.peak_flops(cfg.train.peak_flops_per_device)
-  writer = metrics_lib.MetricWriter(workdir, tensorboard=cfg.train.tensorboard,
-                                    progress_bar=cfg.train.progress_bar,
-                                    total=cfg.train.num_steps, initial=start)
-  writer.message(
-      f'{cfg.model.preset} ssa.strategy={cfg.ssa.strategy}: {s.param_count["total"]:,} params '
-      f'({s.param_count["temperature"]:,} temperature), mesh {dict(s.mesh.shape)}, '
-      f'{jax.process_count()} process(es), batch {B}x{T}, steps {start}->{cfg.train.num_steps}, '
-      f'{s.flops_per_token / 1e6:.2f} MFLOP/token, peak {peak:.3g} FLOP/s ({peak_src}); '
-      f'setup {time.time() - t0_setup:.1f}s')
-  if init_msg:
-    writer.message(init_msg)
-
-  num_steps, log_every = cfg.train.num_steps, cfg.train.log_every
-  ev, every = cfg.train.eval_every, cfg.checkpoint.every
-  if ev is not None and ev < 0:
-    ev = None  # never
-  history, first_eval, last_eval, stopped_by = [], None, None, None
-  data_states = {start: it.get_state()}
-  pending = []
-  last_saved = start if restored is not None else None
-  t_last = None
-  multi = jax.process_count() > 1
-
-  def save(step, st):
-    nonlocal last_saved
-    if last_saved == step:
-      return
-    ckpt.save(step, st, data_states[step], cfg)
-    last_saved = step
-
-  step = start
-  with _StopFlag() as stop:
+  run = Run(config, workdir, mesh)  # setup, data, restore-or-init, metric writer
+  with StopFlag() as stop:
     try:
-      if cfg.train.eval_at_start and restored is None and ev is not None:
-        first_eval = evaluate(s, state)
-        writer.write(0, first_eval, kind='eval')
-      while step < num_steps:
-        batch = shard_lib.global_batch(next(it), s.batch_sharding, B)
-        state, m = s.step_fn(state, batch)
-        step += 1
-        data_states[step] = it.get_state()
-        pending.append((step, m))
-        due_log = step % log_every == 0 or step == num_steps or t_last is None
-        due_eval = bool(ev) and step % ev == 0
-        due_save = bool(every) and step % every == 0
-        local_stop = stop.requested is not None and not multi
-        if not (due_log or due_eval or due_save or local_stop or step == num_steps):
-          continue
-        # ---- sync point: fetch metrics, NaN check, stop agreement, log, eval, save.
-        fetched = jax.device_get([mm for _, mm in pending])
-        dt = time.perf_counter() - t_last if t_last is not None else None
-        bad = next(((st, mm) for (st, _), mm in zip(pending, fetched) if not mm['finite']), None)
-        if bad is not None and cfg.train.nan_guard:
-          bad_step, mm = bad
-          good = bad_step - 1
-          save(good, state.replace(finite=jnp.ones((), bool)))
-          ckpt.wait()
-          raise NonFiniteError(
-              f'Non-finite loss or gradient at step {bad_step} (loss={float(mm["loss"])}, '
-              f'grad_norm={float(mm["grad_norm"])}); training stopped. The last good state '
-              f'(step {good}) is saved in {ckpt.step_dir(good)}; earlier checkpoints are '
-              'untouched. Lower the learning rate or inspect the data, then resume.')
-        rec = {k: float(np.asarray(v)) for k, v in fetched[-1].items() if k != 'finite'}
-        if dt:
-          rec['tokens_per_s'] = len(pending) * B * T / dt
-          rec['step_time_s'] = dt / len(pending)
-          rec['mfu'] = rec['tokens_per_s'] * s.flops_per_token / peak
-        rec['loss_mean'] = float(np.mean([f['loss'] for f in fetched]))
-        if due_log:
-          writer.write(step, rec)
-          history.append({'step': step, **rec})
-        data_states = {step: data_states[step]}
-        pending = []
-        if due_eval:
-          last_eval = evaluate(s, state)
-          writer.write(step, last_eval, kind='eval')
-        want_stop = stop.requested is not None
-        if multi:
-          want_stop = bool(np.any(multihost_utils.process_allgather(np.array(want_stop))))
-        if due_save or want_stop:
-          save(step, state)
-        if want_stop:
-          stopped_by = stop.requested or 'signal on another process'
-          writer.message(f'Stop requested ({stopped_by}) at step {step}: checkpoint saved in '
-                         f'{ckpt.step_dir(step)}.')
-          break
-        t_last = time.perf_counter()  # timing excludes compilation, eval and checkpointing
-      if stopped_by is None:
-        if ev is not None and (last_eval is None or not (ev and step % ev == 0)):
-          last_eval = evaluate(s, state)
-          writer.write(step, last_eval, kind='eval')
-        save(step, state)
+      run.evaluate_at_start()
+      while run.step < run.num_steps:
+        run.train_step()
+        if run.at_sync_point(stop):
+          run.sync_metrics()  # NaN rollback: saves the last good state, raises NonFiniteError
+          if run.evaluate_save_or_stop(stop):
+            break
+      else:
+        run.finish()  # final eval (unless just done) and checkpoint
     finally:
-      ckpt.close()
-      writer.close()
-  return {'step': step, 'history': history, 'eval': last_eval, 'eval_start': first_eval,
-          'stopped_by': stopped_by,
-          'state': state}
+      run.close()
+  return run.result()
+
+
+class Run:
+  """One training run in a workdir and the loop's state between its sync points.
+
+  Steps are dispatched asynchronously; the host waits for their metrics only at a sync point
+  (a log, eval or checkpoint step, a stop request, or the last step), where it checks them for
+  non-finite values, logs, evaluates and saves.
+  """
+
+  def __init__(self, config, workdir: str, mesh=None):
+    t0 = time.time()
+    self.cfg = cfg = config
+    self.s = setup(config, mesh)
+    if jax.process_index() == 0:
+      os.makedirs(workdir, exist_ok=True)
+    self.it, tokenizer = make_train_data(cfg)
+    if tokenizer.vocab_size > self.s.model.cfg.vocab_size:
+      raise config_lib.ConfigError(
+          f'model.vocab_size={self.s.model.cfg.vocab_size} is smaller than the tokenizer '
+          f'{cfg.data.tokenizer!r} vocabulary ({tokenizer.vocab_size}); set model.vocab_size.')
+    self.ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, 'checkpoints'), cfg.checkpoint)
+    self.state, self.restored, init_msg = self._restore_or_init()
+    self.step = int(jax.device_get(self.state.step))
+    self.num_steps = cfg.train.num_steps
+    ev = cfg.train.eval_every
+    self.eval_every = None if ev is not None and ev < 0 else ev  # None = never
+    self.peak, peak_src = metrics_lib.peak_flops(cfg.train.peak_flops_per_device)
+    self.writer = metrics_lib.MetricWriter(workdir, tensorboard=cfg.train.tensorboard,
+                                           progress_bar=cfg.train.progress_bar,
+                                           total=self.num_steps, initial=self.step)
+    self._announce(peak_src, time.time() - t0, init_msg)
+    self.history, self.first_eval, self.last_eval, self.stopped_by = [], None, None, None
+    self.data_states = {self.step: self.it.get_state()}  # data state after each pending step
+    self.pending = []                                     # (step, metrics on device)
+    self.last_saved = self.step if self.restored else None
+    self.t_last = None
+    self._due = (False, False, False)
+
+  def _restore_or_init(self):
+    """(state, restored?, message): the latest checkpoint of the workdir, else a fresh state."""
+    s, cfg = self.s, self.cfg
+    restored = None
+    if cfg.checkpoint.restore:
+      restored = self.ckpt.restore_latest(s.abstract_state, cfg, fallback=cfg.checkpoint.fallback)
+    if restored is None:
+      state, msg = fresh_state(s)
+      return state, False, msg
+    state, data_state, _, start = restored
+    self.it.set_state(data_state)
+    logging.info('Resumed from %s', self.ckpt.step_dir(start))
+    msg = None
+    if cfg.model.get('init_from', ''):
+      msg = (f'Resumed from {self.ckpt.step_dir(start)}: model.init_from='
+             f'{cfg.model.init_from!r} is ignored (it only initialises fresh runs).')
+      logging.info(msg)
+    return state, True, msg
+
+  def _announce(self, peak_src: str, setup_s: float, init_msg: Optional[str]):
+    s, cfg = self.s, self.cfg
+    B, T = cfg.data.batch_size, cfg.data.seq_len
+    self.writer.message(
+        f'{cfg.model.preset} ssa.strategy={cfg.ssa.strategy}: {s.param_count["total"]:,} params '
+        f'({s.param_count["temperature"]:,} temperature), mesh {dict(s.mesh.shape)}, '
+        f'{jax.process_count()} process(es), batch {B}x{T}, steps {self.step}->{self.num_steps}, '
+        f'{s.flops_per_token / 1e6:.2f} MFLOP/token, peak {self.peak:.3g} FLOP/s ({peak_src}); '
+        f'setup {setup_s:.1f}s')
+    if init_msg:
+      self.writer.message(init_msg)
+
+  def save(self, step: int, state):
+    if self.last_saved == step:
+      return
+    self.ckpt.save(step, state, self.data_states[step], self.cfg)
+    self.last_saved = step
+
+  def evaluate_at_start(self):
+    if self.cfg.train.eval_at_start and not self.restored and self.eval_every is not None:
+      self.first_eval = evaluate(self.s, self.state)
+      self.writer.write(0, self.first_eval, kind='eval')
+
+  def train_step(self):
+    """Dispatches one step (no wait for its result)."""
+    batch = shard_lib.global_batch(next(self.it), self.s.batch_sharding, self.cfg.data.batch_size)
+    self.state, m = self.s.step_fn(self.state, batch)
+    self.step += 1
+    self.data_states[self.step] = self.it.get_state()
+    self.pending.append((self.step, m))
+
+  def at_sync_point(self, stop) -> bool:
+    step, every = self.step, self.cfg.checkpoint.every
+    due_log = step % self.cfg.train.log_every == 0 or step == self.num_steps or self.t_last is None
+    due_eval = bool(self.eval_every) and step % self.eval_every == 0
+    due_save = bool(every) and step % every == 0
+    local_stop = stop.requested is not None and jax.process_count() == 1
+    self._due = (due_log, due_eval, due_save)
+    return due_log or due_eval or due_save or local_stop or step == self.num_steps
+
+  def sync_metrics(self):
+    """Fetches the pending steps' metrics; on a non-finite one saves the last good state and
+    raises NonFiniteError; logs the last step's record (with throughput) when a log is due."""
+    fetched = jax.device_get([m for _, m in self.pending])
+    dt = time.perf_counter() - self.t_last if self.t_last is not None else None
+    bad = next(((st, m) for (st, _), m in zip(self.pending, fetched) if not m['finite']), None)
+    if bad is not None and self.cfg.train.nan_guard:
+      self._stop_non_finite(*bad)
+    B, T = self.cfg.data.batch_size, self.cfg.data.seq_len
+    rec = {k: float(np.asarray(v)) for k, v in fetched[-1].items() if k != 'finite'}
+    if dt:
+      rec['tokens_per_s'] = len(self.pending) * B * T / dt
+      rec['step_time_s'] = dt / len(self.pending)
+      rec['mfu'] = rec['tokens_per_s'] * self.s.flops_per_token / self.peak
+    rec['loss_mean'] = float(np.mean([f['loss'] for f in fetched]))
+    if self._due[0]:
+      self.writer.write(self.step, rec)
+      self.history.append({'step': self.step, **rec})
+    self.data_states = {self.step: self.data_states[self.step]}
+    self.pending = []
+
+  def _stop_non_finite(self, bad_step: int, m):
+    """The state kept by the guard is the one before `bad_step` (updates after it are no-ops)."""
+    good = bad_step - 1
+    self.save(good, self.state.replace(finite=jnp.ones((), bool)))
+    self.ckpt.wait()
+    raise NonFiniteError(
+        f'Non-finite loss or gradient at step {bad_step} (loss={float(m["loss"])}, '
+        f'grad_norm={float(m["grad_norm"])}); training stopped. The last good state '
+        f'(step {good}) is saved in {self.ckpt.step_dir(good)}; earlier checkpoints are '
+        'untouched. Lower the learning rate or inspect the data, then resume.')
+
+  def evaluate_save_or_stop(self, stop) -> bool:
+    """Periodic eval and checkpoint; True when a stop was requested (checkpoint saved)."""
+    _, due_eval, due_save = self._due
+    if due_eval:
+      self.last_eval = evaluate(self.s, self.state)
+      self.writer.write(self.step, self.last_eval, kind='eval')
+    want_stop = stop.requested is not None
+    if jax.process_count() > 1:  # every process stops at the same step
+      want_stop = bool(np.any(multihost_utils.process_allgather(np.array(want_stop))))
+    if due_save or want_stop:
+      self.save(self.step, self.state)
+    if want_stop:
+      self.stopped_by = stop.requested or 'signal on another process'
+      self.writer.message(f'Stop requested ({self.stopped_by}) at step {self.step}: checkpoint '
+                          f'saved in {self.ckpt.step_dir(self.step)}.')
+      return True
+    self.t_last = time.perf_counter()  # timing excludes compilation, eval and checkpointing
+    return False
+
+  def finish(self):
+    ev = self.eval_every
+    if ev is not None and (self.last_eval is None or not (ev and self.step % ev == 0)):
+      self.last_eval = evaluate(self.s, self.state)
+      self.writer.write(self.step, self.last_eval, kind='eval')
+    self.save(self.step, self.state)
+
+  def close(self):
+    self.ckpt.close()
+    self.writer.close()
+
+  def result(self) -> dict[str, Any]:
+    return {'step': self.step, 'history': self.history, 'eval': self.last_eval,
+            'eval_start': self.first_eval, 'stopped_by': self.stopped_by, 'state': self.state}

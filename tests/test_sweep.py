@@ -92,7 +92,7 @@ def test_every_variant_config_validates(size):
   for name in sweeps.SWEEPS:
     for variant, over in sweeps.get_sweep(name, size):
       c = sweeps.get_config(f'{name},{size},{variant}')
-      train_lib.validate(c)
+      config_lib.validate(c)
       scfg = config_lib.ssa_config(c.ssa)
       for key, value in over.items():  # the override is in the config
         node = c
