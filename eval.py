@@ -24,6 +24,12 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from ssa import config_lib
+from ssa.checkpoint import CheckpointError
+from ssa.config_lib import ConfigError
+from ssa.data import DataError
+from ssa.evaluation import loading, runner
+
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'ml_collections config file (configs/*.py); '
                                 'default: the config saved in the checkpoint.', lock_config=True)
@@ -38,13 +44,11 @@ flags.DEFINE_multi_string('set', [], 'key=value override of a config field (repe
 
 def apply_overrides(config, overrides):
   """Applies --set key=value items (values parsed as Python literals, else strings)."""
-  from ssa import config_lib  # pylint: disable=g-import-not-at-top
   return config_lib.apply_overrides(config, config_lib.parse_overrides(overrides))
 
 
 def override_value(overrides, key, default=None):
   """The value --set gives `key` (the last wins; parsed as apply_overrides does), else default."""
-  from ssa import config_lib  # pylint: disable=g-import-not-at-top
   return config_lib.parse_overrides(overrides).get(key, default)
 
 
@@ -55,10 +59,6 @@ def main(argv):
     raise app.UsageError('Give exactly one of --workdir and --checkpoint.')
   if not FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)
-  from ssa.checkpoint import CheckpointError  # pylint: disable=g-import-not-at-top
-  from ssa.config_lib import ConfigError  # pylint: disable=g-import-not-at-top
-  from ssa.data import DataError  # pylint: disable=g-import-not-at-top
-  from ssa.evaluation import loading, runner  # pylint: disable=g-import-not-at-top
   try:
     config = FLAGS.config
     if config is not None:

@@ -36,6 +36,8 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   if not FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO; --verbosity=0 shows it
+  # JAX and the project are imported only here, after the flags are parsed, so that
+  # jax.distributed.initialize() runs before anything can touch a JAX backend (it must).
   import jax  # pylint: disable=g-import-not-at-top
   if FLAGS.multihost or FLAGS.coordinator:
     if FLAGS.coordinator:

@@ -20,10 +20,12 @@ import dataclasses
 import json
 import logging
 import os
+import time
 from typing import Any, Optional
 
 from etils import epath
 import jax
+from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 
 
@@ -204,11 +206,7 @@ class Checkpointer:
     except Exception as e:  # pylint: disable=broad-except
       raise CheckpointError(f'Checkpoint {where} is unreadable (meta item): '
                             f'{type(e).__name__}: {e}') from e
-    diff = config_diff(meta.get('config', {}), config_to_dict(config))
-    if diff:
-      raise IncompatibleCheckpointError(f'Checkpoint {where} is incompatible with the current config; '
-                            f'differing fields (saved -> current): {diff}. Use another workdir '
-                            'or set the fields back.')
+    self.check_compatible(step, meta, config)
     try:
       out = self.manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(abstract_state), data=ProcessJsonRestore()))
@@ -219,15 +217,40 @@ class Checkpointer:
                             f'{str(e)[:2000]}') from e
     return out['state'], out['data'], meta
 
+  def check_compatible(self, step: int, meta: dict, config) -> None:
+    """IncompatibleCheckpointError naming every model/ssa field in which the config saved with
+    `step` (its `meta`) differs from `config`."""
+    diff = config_diff(meta.get('config', {}), config_to_dict(config))
+    if diff:
+      raise IncompatibleCheckpointError(
+          f'Checkpoint {self.step_dir(step)} is incompatible with the current config; '
+          f'differing fields (saved -> current): {diff}. Use another workdir or set the fields '
+          'back.')
+
+  def restore_variables(self, step: int, abstract_variables: dict) -> dict:
+    """The model variables of `step` alone ({'params': ..., other collections}), onto the
+    shardings of `abstract_variables` (ShapeDtypeStructs); the optimizer state and the data
+    state are never read, so this works whatever optimizer config wrote the checkpoint."""
+    where = self.step_dir(step) / 'state'
+    params = abstract_variables['params']
+    constants = {k: v for k, v in abstract_variables.items() if k != 'params'}
+    target = {'params': params, **({'constants': constants} if constants else {})}
+    restore_args = jax.tree.map(lambda a: ocp.ArrayRestoreArgs(sharding=a.sharding), target)
+    try:
+      out = ocp.PyTreeCheckpointer().restore(where, args=ocp.args.PyTreeRestore(
+          item=target, restore_args=restore_args, partial_restore=True))
+    except Exception as e:  # pylint: disable=broad-except
+      raise CheckpointError(f'Checkpoint {where} cannot be restored: {type(e).__name__}: '
+                            f'{str(e)[:2000]}') from e
+    return {'params': out['params'], **out.get('constants', {})}
+
   def _set_aside(self, step: int) -> epath.Path:
     """Renames an unreadable step dir to <step>.unreadable-<time> (kept for inspection)."""
-    import time  # pylint: disable=g-import-not-at-top
     src = self.step_dir(step)
     dst = self.directory / f'{step}.unreadable-{int(time.time())}'
     if jax.process_index() == 0:
       src.rename(dst)
     if jax.process_count() > 1:
-      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
       multihost_utils.sync_global_devices(f'ssa_checkpoint_set_aside_{step}')
     self.manager.reload()
     return dst

@@ -1,67 +1,39 @@
-"""Export a training run's model: Hugging Face format (vanilla) or the SSA checkpoint format.
+"""Write a trained model in Hugging Face format (no temperatures) or the SSA checkpoint format.
 
-    python -m ssa.convert.export --workdir=runs/ft/ssa --out=exported/ssa          # latest step
-    python -m ssa.convert.export --workdir=runs/ft/vanilla --out=exported/hf --format=hf
-    python -m ssa.convert.export --checkpoint=runs/x/checkpoints/400 --out=DIR
+    export(loaded, out, fmt='auto')     # loaded: ssa.evaluation.loading.Loaded (or any object
+                                        # with .model, .variables, .config, .step, .directory)
 
---format=auto (default) writes Hugging Face safetensors + config.json for vanilla models
-(ssa.strategy=vanilla) and the SSA checkpoint format (ssa/convert/ssa_format.py) otherwise.
-The SSA format also records the tokenizer spec and the source step in ssa_config.json 'extra'.
+The command line is export.py at the top of the repository. fmt='auto' writes Hugging Face
+safetensors + config.json for a strategy without temperatures (ssa.strategy=vanilla) and the SSA
+checkpoint format (ssa/convert/ssa_format.py) otherwise; the SSA format also records the
+tokenizer spec and the source step in ssa_config.json 'extra'.
 """
 
-import os
-import sys
+from __future__ import annotations
 
-from absl import app
-from absl import flags
+from ssa import strategies
+from ssa.convert.common import ConversionError
+from ssa.convert.hf import save_hf
+from ssa.convert.ssa_format import save_ssa
 
-FLAGS = flags.FLAGS
-
-
-def define_flags():  # only when run as a script: importing the module defines no flags
-  flags.DEFINE_string('workdir', None, 'Training workdir (its checkpoints/ folder is read).')
-  flags.DEFINE_string('checkpoint', None, 'A checkpoint step directory (.../checkpoints/<step>).')
-  flags.DEFINE_integer('step', None, 'Checkpoint step (default: the latest).')
-  flags.DEFINE_string('out', None, 'Output directory.')
-  flags.DEFINE_enum('format', 'auto', ['auto', 'hf', 'ssa'], 'auto: hf for vanilla, ssa otherwise.')
+FORMATS = ('auto', 'hf', 'ssa')
 
 
 def export(loaded, out: str, fmt: str = 'auto') -> str:
-  """Writes `loaded` (ssa.evaluation.loading.Loaded) to `out`; returns the format written."""
-  from ssa import convert  # pylint: disable=g-import-not-at-top
+  """Writes `loaded`'s model to `out`; returns the format written ('hf' or 'ssa')."""
   mcfg, scfg = loaded.model.cfg, loaded.model.ssa
+  if fmt not in FORMATS:
+    raise ConversionError(f'--format={fmt!r} is not valid; expected one of {list(FORMATS)}.')
+  plain = not strategies.temperature_specs(scfg)  # Hugging Face models have no temperatures
   if fmt == 'auto':
-    fmt = 'hf' if scfg.strategy == 'vanilla' else 'ssa'
-  if fmt == 'hf' and scfg.strategy != 'vanilla':  # e.g. yarn: no tau_* params, but not vanilla
-    raise convert.ConversionError(f'--format=hf cannot represent ssa.strategy={scfg.strategy!r}; '
-                                  'use --format=ssa (or auto).')
+    fmt = 'hf' if plain else 'ssa'
+  if fmt == 'hf' and not plain:  # e.g. yarn: no tau_* params, but a temperature all the same
+    raise ConversionError(f'--format=hf cannot represent ssa.strategy={scfg.strategy!r}; '
+                          'use --format=ssa (or auto).')
   if fmt == 'hf':
-    convert.save_hf(loaded.variables['params'], mcfg, out)
+    save_hf(loaded.variables['params'], mcfg, out)
   else:
     extra = {'tokenizer': loaded.config.data.tokenizer, 'step': loaded.step,
              'source': loaded.directory}
-    convert.save_ssa(loaded.variables, mcfg, scfg, out, extra=extra)
+    save_ssa(loaded.variables, mcfg, scfg, out, extra=extra)
   return fmt
-
-
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  if FLAGS.out is None:
-    raise app.UsageError('--out is required.')
-  from ssa.checkpoint import CheckpointError  # pylint: disable=g-import-not-at-top
-  from ssa.convert import ConversionError  # pylint: disable=g-import-not-at-top
-  from ssa.evaluation import loading  # pylint: disable=g-import-not-at-top
-  try:
-    loaded = loading.load(workdir=FLAGS.workdir, checkpoint=FLAGS.checkpoint, step=FLAGS.step)
-    fmt = export(loaded, FLAGS.out, FLAGS.format)
-  except (ConversionError, CheckpointError, ValueError) as e:
-    print(f'ERROR: {type(e).__name__}: {e}', file=sys.stderr)
-    sys.exit(2)
-  print(f'Exported step {loaded.step} of {loaded.directory} to {os.path.abspath(FLAGS.out)} '
-        f'({fmt} format).')
-
-
-if __name__ == '__main__':
-  define_flags()
-  app.run(main)

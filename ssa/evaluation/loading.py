@@ -1,4 +1,4 @@
-"""Load a trained model for evaluation through the training code's own restore path.
+"""Load a trained model for evaluation or export: its parameters only, never the optimizer state.
 
     loaded = load(config, workdir=DIR)              # latest step of DIR/checkpoints
     loaded = load(None, checkpoint=DIR/checkpoints/1000)   # config read from the checkpoint
@@ -7,11 +7,12 @@ Where: `checkpoint` may be a step directory (<...>/checkpoints/<step>), a checkp
 (then `step` or the latest), or a workdir (its checkpoints/ folder is used).
 Config: None = the config saved in the checkpoint's meta item (rebuilt on configs/base.py with the
 saved model preset, then every saved field copied over); given = that config, and the checkpoint's
-model/ssa sections must match it (ssa.checkpoint.Checkpointer.restore_step names every differing
-field: IncompatibleCheckpointError).
-Restore: train_lib.setup(config) gives the abstract TrainState with its shardings and
-Checkpointer.restore_step reads it; the optimizer/train sections are taken from the checkpoint for
-this (the optimizer-state layout depends on them), so an eval config may differ there.
+model/ssa sections must match it (ssa.checkpoint.Checkpointer.check_compatible names every
+differing field: IncompatibleCheckpointError).
+Restore: the model's abstract variables (ssa.model.abstract_variables) on the shardings of
+config.mesh, read from the checkpoint's state item by a params-only partial restore
+(Checkpointer.restore_variables). No optimizer is built, so the optimizer and training sections
+of the config play no part: a checkpoint whose optimizer config is unknown loads.
 """
 
 from __future__ import annotations
@@ -21,12 +22,16 @@ import logging
 import os
 from typing import Any, Optional
 
+import flax.linen as nn
+import jax
 import ml_collections
 
+from configs import base
+from configs import presets
 from ssa import checkpoint as ckpt_lib
-
-# Sections whose saved values define the TrainState layout restored from disk.
-_STATE_SECTIONS = ('optim', 'train')
+from ssa import config_lib
+from ssa import sharding as shard_lib
+from ssa.model import Transformer, abstract_variables
 
 
 @dataclasses.dataclass
@@ -36,7 +41,6 @@ class Loaded:
   variables: dict        # {'params': ..., + constants collections}
   step: int              # checkpoint step restored
   directory: str         # the checkpoints directory
-  setup: Any = None      # the train_lib.Setup used for the restore
 
 
 def _is_step_dir(path: str) -> bool:
@@ -82,7 +86,6 @@ def _set_fields(target: ml_collections.ConfigDict, saved: dict, prefix: str = ''
 
 def config_from_saved(saved: dict) -> ml_collections.ConfigDict:
   """configs/base.py config with every field of a saved config dict copied over."""
-  from configs import base, presets  # pylint: disable=g-import-not-at-top
   preset = (saved.get('model') or {}).get('preset') or 'gpt2-tiny'
   # Experiment configs name their own model (e.g. 'shakespeare-ssa'): every model field is
   # copied from `saved` below, so any preset is a valid starting point.
@@ -94,35 +97,50 @@ def config_from_saved(saved: dict) -> ml_collections.ConfigDict:
 def load(config=None, *, workdir: Optional[str] = None, checkpoint: Optional[str] = None,
          step: Optional[int] = None) -> Loaded:
   """Restore params (+ constants) for evaluation; see the module docstring."""
-  from ssa import train_lib  # pylint: disable=g-import-not-at-top
   directory, step = resolve(workdir, checkpoint, step)
-  probe_cfg = ml_collections.ConfigDict({'keep': None, 'async_save': False})
-  ck = ckpt_lib.Checkpointer(directory, probe_cfg)
+  ck = ckpt_lib.Checkpointer(directory, ml_collections.ConfigDict({'keep': None,
+                                                                   'async_save': False}))
   try:
-    steps = ck.steps()
-    if not steps:
-      raise ckpt_lib.CheckpointError(f'No checkpoint in {directory} (no step directories).')
-    if step is None:
-      step = steps[-1]
-    elif step not in steps:
-      raise ckpt_lib.CheckpointError(f'Checkpoint step {step} is not in {directory} '
-                                     f'(steps: {steps}).')
+    step = _pick_step(ck, directory, step)
     try:
       meta = ck.read_meta(step)
     except Exception as e:  # pylint: disable=broad-except
       raise ckpt_lib.CheckpointError(f'Checkpoint {ck.step_dir(step)} is unreadable (meta item): '
                                      f'{type(e).__name__}: {e}') from e
-    saved = meta.get('config', {})
     if config is None:
-      config = config_from_saved(saved)
-    # The optimizer-state layout comes from the saved optim/train sections.
-    restore_cfg = ml_collections.ConfigDict(config.to_dict())
-    for sec in _STATE_SECTIONS:
-      if sec in saved and sec in restore_cfg:
-        _set_fields(restore_cfg[sec], saved[sec], f'{sec}.')
-    s = train_lib.setup(restore_cfg)
-    state, _, _ = ck.restore_step(step, s.abstract_state, config)
+      config = config_from_saved(meta.get('config', {}))
+    else:
+      ck.check_compatible(step, meta, config)
+    model = Transformer(config_lib.model_config(config.model), config_lib.ssa_config(config.ssa))
+    variables = ck.restore_variables(step, _abstract_on_mesh(model, config.mesh))
   finally:
     ck.close()
-  variables = {'params': state.params, **state.constants}
-  return Loaded(config, s.model, variables, int(step), str(directory), s)
+  return Loaded(config, model, variables, int(step), str(directory))
+
+
+def _pick_step(ck, directory, step: Optional[int]) -> int:
+  steps = ck.steps()
+  if not steps:
+    raise ckpt_lib.CheckpointError(f'No checkpoint in {directory} (no step directories).')
+  if step is None:
+    return steps[-1]
+  if step not in steps:
+    raise ckpt_lib.CheckpointError(f'Checkpoint step {step} is not in {directory} '
+                                   f'(steps: {steps}).')
+  return step
+
+
+def _abstract_on_mesh(model, mesh_cfg) -> dict:
+  """The model's variables as ShapeDtypeStructs with their shardings on config.mesh (params by
+  their logical axes, other collections replicated)."""
+  mesh = shard_lib.make_mesh(mesh_cfg)
+  rules = shard_lib.logical_rules(mesh_cfg)
+  boxed = abstract_variables(model)
+  shardings = {'params': shard_lib.param_shardings(boxed['params'], mesh, rules)}
+  unboxed = nn.unbox(boxed)
+  repl = shard_lib.replicated(mesh)
+  for k, v in unboxed.items():
+    if k != 'params':
+      shardings[k] = jax.tree.map(lambda _: repl, v)
+  return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                      unboxed, shardings)
