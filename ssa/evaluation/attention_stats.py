@@ -11,15 +11,28 @@ temperature_by_position(tau_BTH)  learned temperature averaged over batch and he
 token_temperatures(tau_BTH)       per token of sequence 0, averaged over heads: [T] (Figure 1).
                                   Figure 1 shows layer_<eval.fig1_layer>'s tau_q (the layer must
                                   have one) or, for -1, the mean over the layers that have tau_q.
+
+attention_figures(config, loaded, tok, texts, max_len, output_dir) writes attention_stats.json
+(the numbers of eval.attention_num_seqs rows of `texts`, or of the first eval batch of a synthetic
+dataset; Figure 1 from eval.attention_text when given) and, with eval.figures, the dilution /
+entropy / temperature / Figure-1 figures (eval.compare_workdir's run drawn beside ours).
+Evaluation unit (common.Unit): UNIT [eval.attention_stats], on the documents of the first split.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from ssa import data as data_lib  # called as data_lib.make_eval_iterator (tests patch ssa.data)
+from ssa import plots
+from ssa.config_lib import ConfigError
+from ssa.evaluation.common import EvalContext
 
 
 def capture(model, variables, tokens_BT, positions=None, segment_ids=None):
@@ -108,3 +121,115 @@ def fig1_layer_name(fig1_layer: int, layers, q_layers) -> str:
     raise ValueError(f'eval.fig1_layer={fig1_layer}: {name} has no query temperature (tau_q); '
                      f'layers with tau_q: {list(q_layers)} (or -1 = their mean).')
   return name
+
+
+# ----------------------------------------------------------------------------- evaluation unit
+
+
+def _attention_rows(tok, texts, n_rows, T):
+  ids: list[int] = []
+  for t in texts:
+    ids += tok.encode(t) + [tok.eos_id]
+    if len(ids) >= n_rows * T:
+      break
+  n = min(n_rows, len(ids) // T)
+  if n == 0:
+    raise ValueError(f'attention statistics: the documents hold fewer than {T} tokens.')
+  return np.asarray(ids[:n * T], np.int32).reshape(n, T)
+
+
+def _fig1_ids(e, tok, max_len):
+  """Tokens of eval.attention_text (None: Figure 1 shows the first attention row)."""
+  if e.attention_text is None:
+    return None
+  ids = tok.encode(e.attention_text)[:max_len]
+  if not ids:
+    raise ConfigError(f'eval.attention_text={e.attention_text!r} encodes to no tokens; give a '
+                      'non-empty text, or None for the first attention row.')
+  return ids
+
+
+def _input_rows(config, tok, texts, max_len):
+  e = config.eval
+  if texts is None:  # synthetic task: the first eval batch
+    it, _ = data_lib.make_eval_iterator(config, 0, 1, split=config.data.eval_split, num_batches=1)
+    return np.asarray(next(iter(it))['inputs'][:e.attention_num_seqs], np.int32)
+  return _attention_rows(tok, texts, e.attention_num_seqs, max_len)
+
+
+def run_statistics(config, loaded, tok, texts, max_len) -> dict:
+  """The numbers of attention_stats.json (see the module docstring); 'run' = ssa.strategy."""
+  e = config.eval
+  fig1_ids = _fig1_ids(e, tok, max_len)
+  rows = _input_rows(config, tok, texts, max_len)
+  fig1 = None
+  if fig1_ids is not None:
+    fig1 = attention_statistics(loaded.model, loaded.variables, np.asarray([fig1_ids], np.int32),
+                                tok, e.fig1_layer)
+  stats = attention_statistics(loaded.model, loaded.variables, rows, tok, e.fig1_layer)
+  if fig1 is not None and 'token_temperature' in fig1:
+    stats['token_temperature'] = fig1['token_temperature']
+  stats['run'] = config.ssa.strategy
+  return stats
+
+
+def _with_compared(e, stats) -> tuple[dict, dict]:
+  """({run: dilution}, {run: entropy}), eval.compare_workdir's run first when given."""
+  name = stats['run']
+  dil, ent = {name: stats['dilution']}, {name: stats['entropy']}
+  if not e.compare_workdir:
+    return dil, ent
+  other = os.path.join(os.path.expanduser(e.compare_workdir), 'attention_stats.json')
+  if not os.path.isfile(other):
+    raise FileNotFoundError(f'eval.compare_workdir: {other} does not exist (run eval.py on that '
+                            'run first; compare_workdir is its output_dir).')
+  with open(other) as f:
+    o = json.load(f)
+  oname = o.get('run', 'other')
+  oname = oname if oname != name else f'{oname} (compare)'
+  return {oname: o['dilution'], **dil}, {oname: o['entropy'], **ent}
+
+
+def _figures(config, stats, fig_dir) -> list[str]:
+  dil, ent = _with_compared(config.eval, stats)
+  paths = [plots.dilution_figure(dil, os.path.join(fig_dir, 'dilution.png')),
+           plots.entropy_figure(ent, os.path.join(fig_dir, 'entropy.png'))]
+  if any(stats['temperature'].values()):
+    paths.append(plots.temperature_figure(stats['temperature'],
+                                          os.path.join(fig_dir, 'temperature.png')))
+  tt = stats.get('token_temperature')
+  if tt:
+    title = f'tau_q ({tt["layer"]}), {config.model.preset} {stats["run"]}'
+    paths.append(plots.token_temperature_html(tt['pieces'], tt['tau_q'],
+                                              os.path.join(fig_dir, 'token_temperature.html'),
+                                              title))
+    paths.append(plots.token_temperature_png(tt['pieces'], tt['tau_q'],
+                                             os.path.join(fig_dir, 'token_temperature.png'),
+                                             title))
+  return paths
+
+
+def attention_figures(config, loaded, tok, texts, max_len, output_dir) -> list[str]:
+  """attention_stats.json + dilution / entropy / temperature / Figure-1 figures (their paths)."""
+  stats = run_statistics(config, loaded, tok, texts, max_len)
+  with open(os.path.join(output_dir, 'attention_stats.json'), 'w') as f:
+    json.dump(stats, f)
+  if not config.eval.figures:
+    return []
+  return _figures(config, stats, os.path.join(output_dir, 'figures'))
+
+
+class AttentionStats:
+  """eval.attention_stats: attention_stats.json and the attention figures (results['figures'])."""
+  name = 'attention_stats'
+
+  def enabled(self, config) -> bool:
+    return bool(config.eval.attention_stats)
+
+  def run(self, ctx: EvalContext) -> None:
+    ctx.results['figures'] += attention_figures(ctx.config, ctx.loaded, ctx.tok,
+                                                ctx.texts(ctx.splits[0]), ctx.lm.max_len,
+                                                ctx.output_dir)
+
+
+UNIT = AttentionStats()

@@ -12,6 +12,10 @@ jitted lax.scan. temperature=0 is greedy (argmax).
 
 `greedy_decode(lm, prompts, n)` is the reference without a cache (one full forward per new token,
 any `LM`, e.g. a numpy-table model in tests).
+
+`complete(config, loaded, prompts)` is the generation evaluation (eval.py --prompt):
+eval.num_samples completions of each prompt, sampled with the config.eval sampling fields, logged
+and returned.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ssa import model as model_lib
+from ssa.evaluation.common import make_lm, make_tokenizer
 from ssa.evaluation.scoring import LM, bucket
 
 
@@ -166,3 +171,24 @@ def generate_fn(lm: LM, pad_id: int = 0):
     gen = Generator(lm.model, lm.variables, lm.max_len, pad_id)
     return lambda prompts, n: gen.sample(prompts, n, temperature=0.0)
   return lambda prompts, n: greedy_decode(lm, prompts, n)
+
+
+def complete(config, loaded, prompts, log=print) -> list[list[str]]:
+  """Completions of each prompt (config.eval sampling fields); logged and returned."""
+  e = config.eval
+  tok = make_tokenizer(config, loaded.model.cfg)
+  lm = make_lm(config, loaded)
+  gen = Generator(loaded.model, loaded.variables, lm.max_len, tok.pad_id)
+  out = []
+  for p in prompts:
+    ids = tok.encode(p) or [tok.eos_id]
+    n = min(e.max_new_tokens, lm.max_len + 1 - len(ids))
+    if n < 1:
+      raise ValueError(f'prompt of {len(ids)} tokens leaves no room in max_len={lm.max_len}.')
+    news = gen.sample([ids] * e.num_samples, n, rng=jax.random.PRNGKey(e.sample_seed),
+                      temperature=e.temperature, top_k=e.top_k, top_p=e.top_p, eos_id=tok.eos_id)
+    texts = [tok.decode(x) for x in news]
+    for t in texts:
+      log(f'--- {p!r} ->\n{p}{t}')
+    out.append(texts)
+  return out

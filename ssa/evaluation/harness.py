@@ -18,6 +18,10 @@ from __future__ import annotations
 
 from typing import Optional
 
+from ssa.data import get_tokenizer
+from ssa.evaluation import generation, zero_shot
+from ssa.evaluation.scoring import LM, Scorer
+
 
 def generation_context(ids, max_len: int, max_gen_toks: int, eos_id: int):
   """(context ids, new tokens) for greedy decoding within max_len: n = min(max_gen_toks, max_len)
@@ -34,13 +38,11 @@ def make_harness_lm(loaded=None, *, lm=None, tokenizer=None, batch_size: int = 8
                     stride: Optional[int] = None, max_gen_toks: int = 64):
   """An lm_eval.api.model.LM over `loaded` (ssa.evaluation.loading.Loaded) or (lm, tokenizer)."""
   try:
+    # lm_eval is optional (not a dependency): imported only when the adapter is built.
     from lm_eval.api.model import LM as HarnessLM  # pylint: disable=g-import-not-at-top
   except ImportError as e:
     raise ImportError('The harness adapter needs lm-evaluation-harness: pip install lm-eval') from e
-  from ssa.evaluation import generation, zero_shot  # pylint: disable=g-import-not-at-top
-  from ssa.evaluation.scoring import LM, Scorer  # pylint: disable=g-import-not-at-top
   if loaded is not None:
-    from ssa.data import get_tokenizer  # pylint: disable=g-import-not-at-top
     lm = LM.from_model(loaded.model, loaded.variables)
     tokenizer = tokenizer or get_tokenizer(loaded.config.data.tokenizer,
                                            loaded.config.data.eos_token)

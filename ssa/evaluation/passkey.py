@@ -1,4 +1,4 @@
-"""Passkey retrieval: accuracy over a grid of context lengths x key depths (SSA_SPEC §3).
+"""Passkey retrieval: accuracy over a grid of context lengths x key depths (docs/ssa.md §3).
 
 For every (length T, depth) cell, `num_examples` examples of ssa.data.synthetic.PasskeyTask
 (T tokens of prefix + filler + key sentence + question, key at the given relative depth, split
@@ -13,16 +13,24 @@ T <= max_len whatever n is.
 
 `generate(prompts, max_new_tokens) -> new tokens` is any greedy decoder
 (ssa.evaluation.generation.generate_fn for a model; tests pass an oracle). Chance level: 1e-5.
+
+Evaluation unit (common.Unit): UNIT [eval.passkey] runs the eval.passkey_* grid on the model:
+results['passkey'] (the grid), 'passkey:mean_accuracy', figures/passkey.png (eval.figures).
 """
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from ssa import plots
+from ssa.config_lib import ConfigError
 from ssa.data.synthetic import PasskeyTask
+from ssa.evaluation import generation
+from ssa.evaluation.common import EvalContext
 
 _FIRST_NUMBER = re.compile(r'\s*(\d+)')
 
@@ -83,3 +91,31 @@ def evaluate_passkey(generate: Callable, tokenizer, lengths: Sequence[int],
   return {'lengths': [int(t) for t in lengths], 'depths': [float(d) for d in depths],
           'accuracy': acc.tolist(), 'mean_accuracy': float(acc.mean()),
           'num_examples': int(num_examples), 'samples': samples}
+
+
+class Passkey:
+  """eval.passkey: the grid of eval.passkey_lengths x eval.passkey_depths, greedy kv-cache."""
+  name = 'passkey'
+
+  def enabled(self, config) -> bool:
+    return bool(config.eval.passkey)
+
+  def run(self, ctx: EvalContext) -> None:
+    e, lm, config = ctx.config.eval, ctx.lm, ctx.config
+    too_long = [t for t in e.passkey_lengths if t > lm.max_len]
+    if too_long:
+      raise ConfigError(f'eval.passkey_lengths={tuple(e.passkey_lengths)} has lengths {too_long} '
+                        f'above the model context {lm.max_len}.')
+    gen = generation.generate_fn(lm, pad_id=ctx.tok.pad_id)
+    r = evaluate_passkey(gen, ctx.tok, e.passkey_lengths, e.passkey_depths,
+                         e.passkey_num_examples, seed=config.data.seed, batch_size=e.batch_size)
+    ctx.results['passkey'] = r
+    ctx.metrics['passkey:mean_accuracy'] = r['mean_accuracy']
+    ctx.log(f'passkey: mean accuracy {r["mean_accuracy"]:.3f}')
+    if e.figures:
+      ctx.results['figures'].append(plots.passkey_heatmap(
+          r, os.path.join(ctx.fig_dir, 'passkey.png'),
+          f'passkey {config.model.preset} {config.ssa.strategy}'))
+
+
+UNIT = Passkey()

@@ -15,7 +15,12 @@ document_perplexity(scorer, tokenizer, texts, ...)
     (`wikitext_detokenizer`) but counts words and bytes of the original page; `detokenize=True`
     does the same.
 
-Prefix token: the first window of a document (and every zero-shot request, runner.py / harness.py)
+Evaluation units (common.Unit): SPLITS = SplitPerplexity(TokenPerplexity() [eval.token_perplexity],
+DocumentPerplexity() [eval.word_perplexity]) over the splits of common.eval_splits, and WIKITEXT
+[eval.wikitext_jsonl] ('wikitext:*' keys).
+
+Prefix token: the first window of a document (and every zero-shot request, zero_shot.py /
+harness.py)
 is conditioned on the tokenizer's EOS id, i.e. the first token is scored as p(t_0 | EOS). This is
 lm-evaluation-harness's rule before 0.4.3 (prefix_token_id = eot_token_id), and for GPT-2 and
 Pythia tokenizers, where BOS == EOS ('<|endoftext|>'), it is also the rule of later versions (which
@@ -27,9 +32,7 @@ versions in the first token of every document.
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import re
 from typing import Iterable, Optional, Sequence
 
@@ -37,6 +40,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ssa import data as data_lib  # called as data_lib.make_eval_iterator (tests patch ssa.data)
+from ssa.evaluation.common import EvalContext, check_limit, is_synthetic
+from ssa.evaluation.common import read_jsonl  # noqa: F401  (re-exported: perplexity.read_jsonl)
 from ssa.evaluation.scoring import LM, Scorer
 
 
@@ -124,44 +130,6 @@ def document_perplexity(scorer: Scorer, tokenizer, texts: Sequence[str], *,
           'tokens': ntok}
 
 
-def check_limit(limit: Optional[int], name: str) -> None:
-  """A record limit is None (all records) or an integer >= 1; anything else raises naming it."""
-  if limit is None:
-    return
-  if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1:
-    raise ValueError(f'{name}={limit!r}: expected a number of records >= 1, or None for all '
-                     '(0 would score nothing and give NaN metrics).')
-
-
-def read_jsonl(path: str, fields: Sequence[str], task: str = '') -> list[dict]:
-  """Records of a JSONL file; a missing file, bad JSON or a missing field raises naming it."""
-  path = os.path.expanduser(path)
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f'{task + ": " if task else ""}JSONL file {path} does not exist.')
-  out = []
-  with open(path, encoding='utf-8') as f:
-    for i, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      try:
-        rec = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise ValueError(f'{path}:{i}: not valid JSON ({e}).') from e
-      if not isinstance(rec, dict):
-        raise ValueError(f'{path}:{i}: expected a JSON object {{"field": value, ...}} per line, '
-                         f'got {type(rec).__name__} {line.strip()[:60]!r} '
-                         f'({task or "this file"} expects fields {list(fields)}).')
-      missing = [k for k in fields if k not in rec]
-      if missing:
-        raise ValueError(f'{path}:{i}: record lacks field(s) {missing} '
-                         f'({task or "this file"} expects fields {list(fields)}; found '
-                         f'{sorted(rec)}).')
-      out.append(rec)
-  if not out:
-    raise ValueError(f'{path}: no records.')
-  return out
-
-
 def wikitext_texts(path: str, limit: Optional[int] = None) -> list[str]:
   """Pages of a JSONL file in EleutherAI/wikitext_document_level layout (field 'page');
   limit = the first `limit` >= 1 pages, None = all."""
@@ -170,10 +138,88 @@ def wikitext_texts(path: str, limit: Optional[int] = None) -> list[str]:
   return [r['page'] for r in recs[:limit]]
 
 
-def dataset_texts(config, split: str, limit: Optional[int] = None) -> list[str]:
-  """Document texts of split `split` of config.data.dataset (the training data code)."""
-  from ssa.data import sources  # pylint: disable=g-import-not-at-top
-  from ssa.data.pipeline import record_text  # pylint: disable=g-import-not-at-top
-  src = sources.get_text_source(config.data, split)
-  n = len(src.source) if limit is None else min(limit, len(src.source))
-  return [record_text(src.source[i], src.text_key) for i in range(n)]
+# ----------------------------------------------------------------------------- evaluation units
+
+
+class TokenPerplexity:
+  """eval.token_perplexity: '<split>:loss' / ':perplexity' / ':tokens' over eval.ppl_batches."""
+  name = 'token_perplexity'
+
+  def enabled(self, config) -> bool:
+    return bool(config.eval.token_perplexity)
+
+  def run_split(self, ctx: EvalContext, split: str) -> None:
+    it, _ = data_lib.make_eval_iterator(ctx.config, 0, 1, split=split,
+                                        num_batches=ctx.config.eval.ppl_batches)
+    r = token_perplexity(ctx.lm, it)
+    ctx.metrics.update({f'{split}:loss': r['loss'], f'{split}:perplexity': r['perplexity'],
+                        f'{split}:tokens': r['tokens']})
+    ctx.log(f'{split}: token loss {r["loss"]:.4f} ppl {r["perplexity"]:.3f} '
+            f'({r["tokens"]:.0f} tokens)')
+
+  def run(self, ctx: EvalContext) -> None:
+    for split in ctx.splits:
+      self.run_split(ctx, split)
+
+
+class DocumentPerplexity:
+  """eval.word_perplexity: word / byte / token perplexity of eval.word_ppl_max_docs documents of
+  each split (rolling windows); synthetic datasets have no documents, so it is off for them."""
+  name = 'word_perplexity'
+
+  def enabled(self, config) -> bool:
+    return bool(config.eval.word_perplexity) and not is_synthetic(config)
+
+  def run_split(self, ctx: EvalContext, split: str) -> None:
+    r = document_perplexity(ctx.scorer, ctx.tok, ctx.texts(split),
+                            stride=ctx.config.eval.rolling_stride)
+    ctx.metrics.update({f'{split}:word_perplexity': r['word_perplexity'],
+                        f'{split}:byte_perplexity': r['byte_perplexity'],
+                        f'{split}:bits_per_byte': r['bits_per_byte'],
+                        f'{split}:doc_token_perplexity': r['token_perplexity'],
+                        f'{split}:documents': r['documents']})
+    ctx.log(f'{split}: word ppl {r["word_perplexity"]:.3f} over {r["documents"]} documents')
+
+  def run(self, ctx: EvalContext) -> None:
+    for split in ctx.splits:
+      self.run_split(ctx, split)
+
+
+class SplitPerplexity:
+  """The per-split units above, run split by split (split 1: token, document; split 2: ...), which
+  is the order of their metric keys; eval_results.json is rewritten after each part."""
+
+  def __init__(self, *parts):
+    self.parts = parts
+    self.name = '+'.join(p.name for p in parts)
+
+  def enabled(self, config) -> bool:
+    return any(p.enabled(config) for p in self.parts)
+
+  def run(self, ctx: EvalContext) -> None:
+    parts = [p for p in self.parts if p.enabled(ctx.config)]
+    for split in ctx.splits:
+      for p in parts:
+        p.run_split(ctx, split)
+        ctx.save()
+
+
+class Wikitext:
+  """eval.wikitext_jsonl: 'wikitext:word_perplexity' / ':byte_perplexity' / ':bits_per_byte'."""
+  name = 'wikitext'
+
+  def enabled(self, config) -> bool:
+    return bool(config.eval.wikitext_jsonl)
+
+  def run(self, ctx: EvalContext) -> None:
+    e = ctx.config.eval
+    r = document_perplexity(ctx.scorer, ctx.tok, wikitext_texts(e.wikitext_jsonl),
+                            stride=e.rolling_stride, detokenize=e.wikitext_detokenize)
+    ctx.metrics.update({'wikitext:word_perplexity': r['word_perplexity'],
+                        'wikitext:byte_perplexity': r['byte_perplexity'],
+                        'wikitext:bits_per_byte': r['bits_per_byte']})
+    ctx.log(f'wikitext: word ppl {r["word_perplexity"]:.3f}')
+
+
+SPLITS = SplitPerplexity(TokenPerplexity(), DocumentPerplexity())
+WIKITEXT = Wikitext()

@@ -25,6 +25,9 @@ acc = [argmax_i LL_i == gold]; acc_norm = [argmax_i LL_i / len(choice_i in chara
 tokenized with the harness's rule (_encode_pair): trailing spaces of the context move to the
 continuation, continuation tokens = encode(context + continuation)[len(encode(context)):].
 Result keys: '<task>:<metric>' ('lambada_standard:acc', 'hellaswag:acc_norm', ...).
+
+Evaluation unit (common.Unit): UNIT [eval.zero_shot_dir] scores eval.zero_shot_tasks and writes the
+paper-ordered table to zero_shot.md and results['zero_shot_table'].
 """
 
 from __future__ import annotations
@@ -37,10 +40,10 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from ssa.evaluation.perplexity import check_limit, read_jsonl
+from ssa.evaluation.common import EvalContext, check_limit, read_jsonl
 
 TASKS = ('lambada_standard', 'piqa', 'hellaswag', 'winogrande', 'arc_easy', 'arc_challenge')
-# The paper's table columns (SSA_SPEC §3), in order: (result key, header).
+# The paper's table columns (docs/ssa.md §3), in order: (result key, header).
 PAPER_COLUMNS = (('wikitext:word_perplexity', 'Wiki. ppl ↓'),
                  ('lambada_standard:perplexity', 'LMB. ppl ↓'),
                  ('lambada_standard:acc', 'LMB. acc ↑'), ('piqa:acc', 'PIQA acc ↑'),
@@ -205,3 +208,26 @@ def markdown_table(rows: dict[str, dict], columns=PAPER_COLUMNS) -> str:
   for name, res in rows.items():
     lines.append(f'| {name} | ' + ' | '.join(_fmt(k, res.get(k)) for k, _ in columns) + ' |')
   return '\n'.join(lines)
+
+
+class ZeroShot:
+  """eval.zero_shot_dir: '<task>:<metric>' of eval.zero_shot_tasks, and the paper's table."""
+  name = 'zero_shot'
+
+  def enabled(self, config) -> bool:
+    return bool(config.eval.zero_shot_dir)
+
+  def run(self, ctx: EvalContext) -> None:
+    e, tok, scorer = ctx.config.eval, ctx.tok, ctx.scorer
+    r = evaluate_tasks(e.zero_shot_dir, list(e.zero_shot_tasks),
+                       lambda reqs: scorer.loglikelihood(reqs, prefix_token=tok.eos_id), tok,
+                       e.zero_shot_limit)
+    ctx.metrics.update(r)
+    table = markdown_table({f'{ctx.config.model.preset} {ctx.config.ssa.strategy}': ctx.metrics})
+    ctx.results['zero_shot_table'] = table
+    with open(os.path.join(ctx.output_dir, 'zero_shot.md'), 'w') as f:
+      f.write(table + '\n')
+    ctx.log(table)
+
+
+UNIT = ZeroShot()
