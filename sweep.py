@@ -19,7 +19,10 @@ import sys
 
 from absl import app
 from absl import flags
-from absl import logging
+
+from ssa import cli
+from ssa import sweep
+from ssa.config_lib import ConfigError
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('sweep', None, 'Sweep name (configs/sweeps.py SWEEPS), a comma-separated '
@@ -40,12 +43,8 @@ flags.mark_flags_as_required(['sweep'])
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  if not FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)
-  from ssa import sweep  # pylint: disable=g-import-not-at-top
-  from ssa.config_lib import ConfigError  # pylint: disable=g-import-not-at-top
+  cli.check_no_args(argv)
+  cli.quiet_logging()
   try:
     extra = sweep.parse_sets(FLAGS.set)
     runs = sweep.plan(FLAGS.sweep, FLAGS.size, FLAGS.seeds, FLAGS.root, extra)
@@ -67,8 +66,7 @@ def main(argv):
     out = sweep.run_sweep(FLAGS.sweep, FLAGS.size, FLAGS.seeds, FLAGS.root, extra=extra,
                           log=lambda s: print(s, flush=True))
   except (sweep.SweepError, ConfigError, ValueError) as e:
-    print(f'ERROR: {type(e).__name__}: {e}', file=sys.stderr)
-    sys.exit(2)
+    cli.exit_with_error(e)
   if out['stopped']:
     sys.exit(130)  # interrupted: rerun the same command to continue
   if any(st == 'failed' for st in out['status'].values()):

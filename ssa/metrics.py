@@ -27,6 +27,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm import tqdm
+
+METRICS_FILE = 'metrics.jsonl'
 
 # bf16 dense peak FLOP/s per chip (public datasheets).
 PEAK_FLOPS = {
@@ -91,12 +94,12 @@ class MetricWriter:
     if not self.active:
       return
     os.makedirs(workdir, exist_ok=True)
-    self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a')
+    self._jsonl = open(os.path.join(workdir, METRICS_FILE), 'a')
     if tensorboard:
+      # heavy import (~2 s on top of jax) that only a writer with tensorboard=True needs
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
       self._tb = SummaryWriter(os.path.join(workdir, 'tb'))
     if progress_bar and sys.stderr.isatty():
-      from tqdm import tqdm  # pylint: disable=g-import-not-at-top
       self._bar = tqdm(total=total, initial=initial, dynamic_ncols=True, desc='train')
     self._last = initial
 
@@ -154,3 +157,22 @@ class MetricWriter:
 def _py(v):
   v = np.asarray(v)
   return v.item() if v.ndim == 0 else v.tolist()
+
+
+def read_metrics(workdir: str) -> list[dict]:
+  """The records of WORKDIR/metrics.jsonl in file order ([] when it does not exist); blank lines
+  and a last line cut by a kill are skipped."""
+  path = os.path.join(workdir, METRICS_FILE)
+  if not os.path.isfile(path):
+    return []
+  out = []
+  with open(path) as f:
+    for line in f:
+      line = line.strip()
+      if not line:
+        continue
+      try:
+        out.append(json.loads(line))
+      except json.JSONDecodeError:
+        continue  # a line cut by a kill
+  return out

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import html
 import os
-from typing import Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 
 
 def _plt():
+  # heavy import (~1 s) that only drawing needs; the Agg backend must be chosen before pyplot
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top

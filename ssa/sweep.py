@@ -40,14 +40,18 @@ import math
 import os
 import shlex
 import statistics
-import sys
 import time
 from typing import Any, Callable, Optional, Sequence, Union
 
+import jax
 import ml_collections
 
 from configs import sweeps as sweep_configs
+from ssa import checkpoint as ckpt_lib
 from ssa import config_lib
+from ssa import metrics as metrics_lib
+from ssa import train_lib
+from ssa.model import Transformer, abstract_param_counts
 
 RUN_JSON = 'run.json'
 RESULT_JSON = 'result.json'
@@ -210,7 +214,6 @@ def check_workdir(run: Run, base: BaseFn = None) -> None:
 def _adopt(run: Run, base: BaseFn = None) -> bool:
   """Writes run.json for a workdir trained by `command(run)` (its checkpoint's saved config equals
   this run's config); False when there is no checkpoint or the configs differ."""
-  from ssa import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
   found = ckpt_lib.read_saved_config(run.workdir)
   if found is None or ckpt_lib.run_config_diff(found[1], make_config(run, base)):
     return False
@@ -220,27 +223,15 @@ def _adopt(run: Run, base: BaseFn = None) -> bool:
 
 def read_curve(workdir: str, tokens_per_step: int) -> list[list]:
   """[[step, tokens, loss]] of the eval records in metrics.jsonl (last record per step wins)."""
-  path = os.path.join(workdir, 'metrics.jsonl')
   by_step = {}
-  if os.path.isfile(path):
-    with open(path) as f:
-      for line in f:
-        line = line.strip()
-        if not line:
-          continue
-        try:
-          rec = json.loads(line)
-        except json.JSONDecodeError:
-          continue  # a line cut by a kill
-        if rec.get('kind') == 'eval' and 'loss' in rec:
-          by_step[int(rec['step'])] = float(rec['loss'])
+  for rec in metrics_lib.read_metrics(workdir):
+    if rec.get('kind') == 'eval' and 'loss' in rec:
+      by_step[int(rec['step'])] = float(rec['loss'])
   return [[s, s * tokens_per_step, by_step[s]] for s in sorted(by_step)]
 
 
 def param_counts(config) -> dict:
   """{'total', 'temperature', 'base', 'added_ratio'} from shapes only (no memory)."""
-  from ssa import config_lib  # pylint: disable=g-import-not-at-top
-  from ssa.model import Transformer, abstract_param_counts  # pylint: disable=g-import-not-at-top
   model = Transformer(config_lib.model_config(config.model), config_lib.ssa_config(config.ssa))
   return abstract_param_counts(model, seq_len=8)
 
@@ -288,7 +279,6 @@ def run_one(run: Run, *, base: BaseFn = None, train_fn: Optional[Callable] = Non
   _write_json(os.path.join(run.workdir, RUN_JSON), run.spec())
   resumed = _latest_checkpoint_step(run.workdir)
   if train_fn is None:
-    from ssa import train_lib  # pylint: disable=g-import-not-at-top
     train_fn = train_lib.train_and_evaluate
   log(f'{prefix}train' + (f' (resuming from step {resumed})' if resumed else ''))
   t0 = time.time()
@@ -315,8 +305,7 @@ def run_one(run: Run, *, base: BaseFn = None, train_fn: Optional[Callable] = Non
 
 
 def _clear_jax_caches():
-  if 'jax' in sys.modules:  # every run jits new functions: do not let the caches grow
-    sys.modules['jax'].clear_caches()
+  jax.clear_caches()  # every run jits new functions: do not let the caches grow
 
 
 # ----------------------------------------------------------------------------- tables
@@ -329,7 +318,7 @@ def load_result(run: Run, base: BaseFn = None) -> Optional[dict]:
   have = _read_json(os.path.join(run.workdir, RUN_JSON))
   if have is not None and have != run.spec():
     return None  # another run's workdir: not ours to report
-  if not os.path.isfile(os.path.join(run.workdir, 'metrics.jsonl')):
+  if not os.path.isfile(os.path.join(run.workdir, metrics_lib.METRICS_FILE)):
     return None
   return make_result(run, make_config(run, base), source='metrics.jsonl')
 

@@ -8,18 +8,20 @@ import os
 import subprocess
 import sys
 
-import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from configs import base
 from configs import tiny
 from ssa import checkpoint as ckpt_lib
+from ssa import config_lib
+from ssa import metrics
+from ssa import optim
 from ssa import sharding as shard_lib
 from ssa import train_lib
 from ssa.config_lib import ConfigError
-from ssa.model import is_temperature_path
+from ssa.model import Transformer, abstract_param_counts, is_temperature_path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Identical train steps recur across tests (same config and mesh): reuse their compilations.
@@ -32,13 +34,7 @@ def _config(**overrides):
   c = tiny.get_config()
   c.optim.decay_steps = 20        # the schedule does not depend on train.num_steps
   c.train.eval_every = -1        # never
-  for key, value in overrides.items():
-    node = c
-    *parents, leaf = key.split('.')
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return c
+  return config_lib.apply_overrides(c, overrides)
 
 
 def _mesh(config, shape):
@@ -190,7 +186,6 @@ def test_temperature_group_has_its_own_learning_rate():
 
 
 def test_weight_decay_mask():
-  from ssa import optim  # pylint: disable=g-import-not-at-top
   c = _config()
   s = train_lib.setup(c, _mesh(c, (1, 1, 1)))
   mask = optim.decay_mask(s.abstract_state.params)
@@ -244,10 +239,6 @@ def test_bad_field_values_name_the_field():
 
 
 def test_flops_per_token_counts_attention():
-  from ssa import metrics  # pylint: disable=g-import-not-at-top
-  from configs import base  # pylint: disable=g-import-not-at-top
-  from ssa import config_lib  # pylint: disable=g-import-not-at-top
-  from ssa.model import Transformer, abstract_param_counts  # pylint: disable=g-import-not-at-top
   c = base.get_config('gpt2-124m')
   c.ssa.strategy = 'vanilla'
   m = config_lib.model_config(c.model)

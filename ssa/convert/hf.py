@@ -26,9 +26,11 @@ import glob
 import json
 import os
 import re
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import numpy as np
+from safetensors import safe_open
+from safetensors.numpy import save_file
 
 from ssa.config_lib import ConfigError, ModelConfig
 from ssa.convert.common import ConversionError, assemble, flatten, resolve_ssa_config
@@ -59,6 +61,12 @@ def _one(hf_name, hf_shape, ours, fwd, inv):
 
 def _same(hf_name, shape, ours):
   return _one(hf_name, shape, ours, lambda a: a, lambda a: a)
+
+
+def _layer_norm(hf_name, d, ours) -> list[Entry]:
+  """A LayerNorm's HF '<hf_name>.weight' / '.bias' [d] <-> our '<ours>/scale' / '/bias'."""
+  return [_same(f'{hf_name}.weight', (d,), f'{ours}/scale'),
+          _same(f'{hf_name}.bias', (d,), f'{ours}/bias')]
 
 
 def _linear(hf_name, n_in, n_out, ours, out_shape=None, in_shape=None):
@@ -232,9 +240,7 @@ def entries(cfg: ModelConfig) -> list[Entry]:
     out.append(_same(P + 'wpe.weight', (cfg.max_len, D), 'pos_embed'))
     for i in range(cfg.n_layers):
       p, o = f'{P}h.{i}.', f'layer_{i}/'
-      for hn, on in (('ln_1', 'ln1'), ('ln_2', 'ln2')):
-        out += [_same(f'{p}{hn}.weight', (D,), f'{o}{on}/scale'),
-                _same(f'{p}{hn}.bias', (D,), f'{o}{on}/bias')]
+      out += _layer_norm(f'{p}ln_1', D, f'{o}ln1') + _layer_norm(f'{p}ln_2', D, f'{o}ln2')
       qkv = tuple(f'{o}attn/{n}_proj/' for n in 'qkv')
       out.append(Entry(f'{p}attn.c_attn.weight', (D, 3 * D), tuple(q + 'kernel' for q in qkv),
                        lambda a: tuple(a.reshape(D, 3, H, Dh)[:, j] for j in range(3)),
@@ -248,15 +254,14 @@ def entries(cfg: ModelConfig) -> list[Entry]:
               _same(f'{p}mlp.c_fc.bias', (F,), f'{o}mlp/up/bias'),
               _same(f'{p}mlp.c_proj.weight', (F, D), f'{o}mlp/down/kernel'),
               _same(f'{p}mlp.c_proj.bias', (D,), f'{o}mlp/down/bias')]
-    out += [_same(P + 'ln_f.weight', (D,), 'ln_f/scale'), _same(P + 'ln_f.bias', (D,), 'ln_f/bias')]
+    out += _layer_norm(P + 'ln_f', D, 'ln_f')
   elif cfg.family == 'neox':
     P = 'gpt_neox.'
     out.append(_vocab_rows(P + 'embed_in.weight', V, Vp, D, 'embed/embedding'))
     for i in range(cfg.n_layers):
       p, o = f'{P}layers.{i}.', f'layer_{i}/'
-      for hn, on in (('input_layernorm', 'ln1'), ('post_attention_layernorm', 'ln2')):
-        out += [_same(f'{p}{hn}.weight', (D,), f'{o}{on}/scale'),
-                _same(f'{p}{hn}.bias', (D,), f'{o}{on}/bias')]
+      out += (_layer_norm(f'{p}input_layernorm', D, f'{o}ln1')
+              + _layer_norm(f'{p}post_attention_layernorm', D, f'{o}ln2'))
       qkv = tuple(f'{o}attn/{n}_proj/' for n in 'qkv')
       out.append(Entry(
           f'{p}attention.query_key_value.weight', (3 * H * Dh, D), tuple(q + 'kernel' for q in qkv),
@@ -273,8 +278,7 @@ def entries(cfg: ModelConfig) -> list[Entry]:
               _same(f'{p}mlp.dense_h_to_4h.bias', (F,), f'{o}mlp/up/bias'),
               _linear(f'{p}mlp.dense_4h_to_h.weight', F, D, f'{o}mlp/down/kernel'),
               _same(f'{p}mlp.dense_4h_to_h.bias', (D,), f'{o}mlp/down/bias')]
-    out += [_same(P + 'final_layer_norm.weight', (D,), 'ln_f/scale'),
-            _same(P + 'final_layer_norm.bias', (D,), 'ln_f/bias')]
+    out += _layer_norm(P + 'final_layer_norm', D, 'ln_f')
   else:
     P = 'model.'
     out.append(_vocab_rows(P + 'embed_tokens.weight', V, Vp, D, 'embed/embedding'))
@@ -367,7 +371,6 @@ def to_hf_tensors(params, cfg: ModelConfig) -> dict[str, np.ndarray]:
 
 
 def _read_safetensors(files: list[str]) -> dict[str, np.ndarray]:
-  from safetensors import safe_open  # pylint: disable=g-import-not-at-top
   out = {}
   for f in files:
     try:
@@ -391,7 +394,7 @@ def _local_dir(path_or_repo: str, revision: Optional[str]) -> str:
   if os.path.exists(path) or path_or_repo.count('/') != 1:
     raise ConversionError(f'{path_or_repo!r} is neither a checkpoint directory (config.json + '
                           '*.safetensors) nor a hub repository id "org/name".')
-  try:
+  try:  # optional dependency: only hub downloads need it
     import huggingface_hub  # pylint: disable=g-import-not-at-top
   except ImportError as e:
     raise ConversionError(f'{path_or_repo!r} is not a local directory, and downloading it from '
@@ -446,7 +449,6 @@ def save_hf(params, model_cfg: ModelConfig, out_dir: str, extra_config: Optional
   """Write out_dir/config.json and out_dir/model.safetensors (vanilla models); returns out_dir.
 
   `extra_config` is merged into config.json (e.g. bos_token_id / eos_token_id)."""
-  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
   tensors = to_hf_tensors(params, model_cfg)
   os.makedirs(out_dir, exist_ok=True)
   with open(os.path.join(out_dir, 'config.json'), 'w') as f:

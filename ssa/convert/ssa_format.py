@@ -16,7 +16,7 @@ as a directory of two files (format version 1):
 Reading it needs only safetensors + json; `load_ssa` checks every tensor against the tree the
 config describes (missing, unexpected or mis-shaped tensors raise ConversionError listing them).
 Train from it with model.init_from='ssa:DIR' (temperatures included, unlike hf:/gguf:). Export a
-training run with `python -m ssa.convert.export --workdir=W --out=DIR`.
+training run with `python export.py --workdir=W --out=DIR`.
 """
 
 from __future__ import annotations
@@ -26,14 +26,14 @@ import json
 import os
 from typing import Any, Optional
 
-import jax
-import jax.numpy as jnp
 import numpy as np
+from safetensors.numpy import save_file
 
 from ssa import config_lib
 from ssa.config_lib import ModelConfig, SSAConfig
-from ssa.convert.common import ConversionError, flatten, unflatten
-from ssa.model import Transformer
+from ssa.convert.common import ConversionError, abstract_variables, flatten, mismatch_text
+from ssa.convert.common import unflatten
+from ssa.convert.hf import _read_safetensors
 
 FORMAT, VERSION = 'ssa-checkpoint', 1
 CONFIG_FILE, WEIGHTS_FILE = 'ssa_config.json', 'model.safetensors'
@@ -46,7 +46,6 @@ def save_ssa(variables, model_cfg: ModelConfig, ssa_cfg: SSAConfig, out_dir: str
 
   `variables` is either the 'params' tree or a full variables dict {'params': ..., 'constants':
   ...}; `extra` (JSON-serialisable) is stored as is."""
-  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
   if isinstance(variables, dict) and 'params' in variables:
     params = variables['params']
     constants = {k: v for k, v in variables.items() if k != 'params'}
@@ -77,9 +76,7 @@ def save_ssa(variables, model_cfg: ModelConfig, ssa_cfg: SSAConfig, out_dir: str
 
 def _expected(model_cfg: ModelConfig, ssa_cfg: SSAConfig) -> dict[str, tuple]:
   """{tensor name: shape} of every params leaf and 'constants/<path>' leaf of the model."""
-  model = Transformer(model_cfg, ssa_cfg)
-  shapes = jax.eval_shape(lambda r: model.init(r, jnp.zeros((1, 8), jnp.int32)),
-                          jax.random.PRNGKey(0))
+  shapes = abstract_variables(model_cfg, ssa_cfg)
   out = {k: tuple(v.shape) for k, v in flatten(shapes['params']).items()}
   if 'constants' in shapes:
     out.update({k: tuple(v.shape) for k, v in flatten({'constants': shapes['constants']}).items()})
@@ -87,20 +84,12 @@ def _expected(model_cfg: ModelConfig, ssa_cfg: SSAConfig) -> dict[str, tuple]:
 
 
 def _check(tensors: dict, model_cfg: ModelConfig, ssa_cfg: SSAConfig, source: str) -> None:
-  expected = _expected(model_cfg, ssa_cfg)
-  missing = sorted(set(expected) - set(tensors))
-  unexpected = sorted(set(tensors) - set(expected))
-  wrong = sorted(f'{k}: got {tuple(np.shape(tensors[k]))}, expected {expected[k]}'
-                 for k in set(expected) & set(tensors)
-                 if tuple(np.shape(tensors[k])) != expected[k])
-  if missing or unexpected or wrong:
+  problems = mismatch_text(tensors, _expected(model_cfg, ssa_cfg))
+  if problems:
     raise ConversionError(
         f'{source}: tensors do not match the model its config describes '
         f'(family={model_cfg.family}, n_layers={model_cfg.n_layers}, '
-        f'ssa.strategy={ssa_cfg.strategy}).'
-        + (f' Missing: {missing}.' if missing else '')
-        + (f' Unexpected: {unexpected}.' if unexpected else '')
-        + (f' Wrong shape: {wrong}.' if wrong else ''))
+        f'ssa.strategy={ssa_cfg.strategy}).' + problems)
 
 
 def read_ssa_config(path: str) -> tuple[ModelConfig, SSAConfig, dict]:
@@ -129,7 +118,6 @@ def read_ssa_config(path: str) -> tuple[ModelConfig, SSAConfig, dict]:
 
 def load_ssa(path: str) -> tuple[ModelConfig, SSAConfig, dict, dict]:
   """(ModelConfig, SSAConfig, variables {'params': ..., + constants}, extra) of an SSA checkpoint."""
-  from ssa.convert.hf import _read_safetensors  # pylint: disable=g-import-not-at-top
   mcfg, scfg, extra = read_ssa_config(path)
   weights = os.path.join(os.path.expanduser(path), WEIGHTS_FILE)
   if not os.path.isfile(weights):

@@ -49,9 +49,11 @@ from typing import Any
 
 import grain
 from grain.experimental import ConcatThenSplitIterDataset
+import jax
 import numpy as np
 
 from ssa.data import sources
+from ssa.data import synthetic
 from ssa.data import tokenizers as tokenizers_lib
 from ssa.data.errors import DataError
 
@@ -224,7 +226,6 @@ def _tuple_slices(state):
 
 def _process(process_index, process_count):
   if process_index is None or process_count is None:
-    import jax  # pylint: disable=g-import-not-at-top
     process_index = jax.process_index() if process_index is None else process_index
     process_count = jax.process_count() if process_count is None else process_count
   if not 0 <= process_index < process_count:
@@ -277,7 +278,6 @@ def make_train_iterator(config, process_index: int | None = None,
   pi, pc = _process(process_index, process_count)
   _check_config(d, pc)
   if d.dataset in SYNTHETIC_DATASETS:
-    from ssa.data import synthetic  # pylint: disable=g-import-not-at-top
     ds, tokenizer = synthetic.lm_task_dataset(d, d.train_split, pi, pc)
     return iter(ds), tokenizer
   tokenizer = tokenizers_lib.get_tokenizer(d.tokenizer, d.eos_token)
@@ -326,7 +326,6 @@ def make_eval_iterator(config, process_index: int | None = None, process_count: 
   split = split or d.eval_split
   num_batches = d.eval_batches if num_batches is None else num_batches
   if d.dataset in SYNTHETIC_DATASETS:
-    from ssa.data import synthetic  # pylint: disable=g-import-not-at-top
     ds, tokenizer = synthetic.lm_task_dataset(d, split, pi, pc)
     it = iter(ds)
   else:

@@ -39,6 +39,8 @@ import tarfile
 import tempfile
 from typing import Any
 
+import tensorflow_datasets as tfds
+
 from ssa.data import local_text
 from ssa.data.errors import DataError
 
@@ -146,7 +148,6 @@ def get_text_source(config, split: str) -> TextSource:
 
 
 def _catalog_source(d, name: str, split: str) -> TextSource:
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   data_dir = d.tfds_data_dir or os.path.join(data_dir_of(d), 'tfds')
   try:
     source = tfds.data_source(name, split=split, data_dir=data_dir, download=d.tfds_download,

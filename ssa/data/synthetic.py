@@ -1,4 +1,4 @@
-"""Synthetic tasks (SSA_SPEC §3): passkey retrieval, graph next-token, denoising.
+"""Synthetic tasks (docs/ssa.md §3): passkey retrieval, graph next-token, denoising.
 
 Every example is a pure function of (seed, split, index): numpy Generator seeded with
 [seed, split id, index] (split ids: train 0, validation 1, test 2), so a task is deterministic given
@@ -50,6 +50,7 @@ import sys
 import grain
 import numpy as np
 
+from ssa.data import tokenizers
 from ssa.data.errors import DataError
 
 SPLIT_IDS = {'train': 0, 'validation': 1, 'test': 2}
@@ -246,7 +247,6 @@ def denoising_dataset(*, batch_size, num_examples=None, split='train', process_i
 
 def lm_task_dataset(d, split: str, process_index: int, process_count: int):
   """(IterDataset, tokenizer) of config.data.dataset in ('passkey', 'graph')."""
-  from ssa.data import tokenizers  # pylint: disable=g-import-not-at-top
   b = d.batch_size // process_count
   if d.dataset == 'passkey':
     tok = tokenizers.get_tokenizer(d.tokenizer, d.eos_token)

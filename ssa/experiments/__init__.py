@@ -1,1 +1,1 @@
-"""Theory experiments (SSA_SPEC §3, docs/theory.md)."""
+"""Theory experiments (docs/ssa.md §3, docs/theory.md)."""

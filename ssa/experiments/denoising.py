@@ -12,7 +12,7 @@ Estimators (MSE = mean over coordinates of the squared error, averaged over exam
   vanilla          mu_hat = W_o sum_j softmax_j(q . (x_j W_k + b_k) / sqrt(d_k)) (x_j W_v + b_v)
                    with a learned query vector q (one-layer attention read out at one query)
   value-selective  the same, each value row scaled by tau_v(x_j) = 1 + tanh(u^T gelu(x_j W_v + b_v))
-                   (SSA_SPEC §1.3, token term with weight sharing, u = 0 at init)
+                   (docs/ssa.md §1.3, token term with weight sharing, u = 0 at init)
   naive            mean of all n tokens (synthetic.denoising_naive_estimate)
   Bayes            posterior mean sum_{signal} z_j / (k + sigma_signal^2)
                    (synthetic.denoising_bayes_estimate), MSE sigma_signal^2 / (k + sigma_signal^2)
@@ -28,7 +28,6 @@ Writes DIR/denoising.json and DIR/denoising_mse.png (bar chart and MSE vs k) and
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -38,7 +37,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from ssa import cli
+from ssa import plots
 from ssa.data import synthetic
+from ssa.experiments.common import mean_std, write_json
 
 MODELS = ('vanilla', 'value_selective')
 METHODS = ('vanilla', 'value_selective', 'naive', 'bayes')
@@ -125,7 +127,7 @@ def _scaled(params, x):
 
 
 def value_temperature(params, x, weight_sharing: bool = True):
-  """tau_v(x_j) = 1 + tanh(u^T gelu(x_j W + b)) [..., n] (SSA_SPEC §1.3): W, b = W_v, b_v with
+  """tau_v(x_j) = 1 + tanh(u^T gelu(x_j W + b)) [..., n] (docs/ssa.md §1.3): W, b = W_v, b_v with
   weight sharing, else a separate projection (wt, bt)."""
   x = _scaled(params, x)
   v = x @ params['wv'] + params['bv'] if weight_sharing else x @ params['wt'] + params['bt']
@@ -200,12 +202,6 @@ def train(cfg, params, seed: int, model: str, trainer=None):
 
 # ----------------------------------------------------------------------------- experiment
 
-def _ms(xs) -> dict:
-  """Mean and sample std (ddof=1, as every table of the project; 0 for one value)."""
-  xs = np.asarray(xs, np.float64)
-  return {'mean': float(xs.mean()), 'std': float(xs.std(ddof=1)) if xs.size > 1 else 0.0}
-
-
 def run_experiment(cfg, outdir: str | None = None, verbose: bool = True) -> dict:
   t0 = time.time()
   kk = ks(cfg)
@@ -233,7 +229,7 @@ def run_experiment(cfg, outdir: str | None = None, verbose: bool = True) -> dict
             'naive': float(naive_mse(kk, cfg.num_tokens, cfg.sigma_signal, cfg.sigma_noise).mean())}
   result = {
       'experiment': 'denoising', 'config': cfg.to_dict(), 'ks': kk.tolist(),
-      'mse': {m: _ms(overall[m]) for m in METHODS},
+      'mse': {m: mean_std(overall[m]) for m in METHODS},
       'mse_closed_form': closed,
       'mse_per_seed': {m: [round(x, 5) for x in overall[m]] for m in MODELS},
       'mse_by_k': {m: [round(float(x), 5) for x in np.mean(per_k[m], axis=0)] for m in METHODS},
@@ -241,20 +237,18 @@ def run_experiment(cfg, outdir: str | None = None, verbose: bool = True) -> dict
           'bayes': [round(float(x), 5) for x in bayes_mse(kk, cfg.sigma_signal)],
           'naive': [round(float(x), 5) for x in naive_mse(kk, cfg.num_tokens, cfg.sigma_signal,
                                                           cfg.sigma_noise)]},
-      'excess_over_bayes': {m: _ms(np.asarray(overall[m]) / overall['bayes'][0] - 1.0)
+      'excess_over_bayes': {m: mean_std(np.asarray(overall[m]) / overall['bayes'][0] - 1.0)
                             for m in MODELS},
       'value_selective_better_seeds':
           f"{sum(a < b for a, b in zip(overall['value_selective'], overall['vanilla']))}/"
           f"{cfg.num_seeds}",
-      'tau_v_mean': {'signal': _ms([t['signal'] for t in tau_stats]),
-                     'noise': _ms([t['noise'] for t in tau_stats])},
+      'tau_v_mean': {'signal': mean_std([t['signal'] for t in tau_stats]),
+                     'noise': mean_std([t['noise'] for t in tau_stats])},
       'loss_curve_seed0': {m: [round(x, 5) for x in curves[m][0]] for m in MODELS},
   }
   result['wall_s'] = round(time.time() - t0, 1)
   if outdir:
-    os.makedirs(outdir, exist_ok=True)
-    with open(os.path.join(outdir, 'denoising.json'), 'w') as f:
-      json.dump(result, f, indent=1)
+    write_json(outdir, 'denoising.json', result)
     figure(result, per_k, os.path.join(outdir, 'denoising_mse.png'))
   if verbose:
     print(summary_text(result))
@@ -283,8 +277,7 @@ def summary_text(r: dict) -> str:
 
 
 def figure(result, per_k, path):
-  from ssa.plots import _plt  # pylint: disable=g-import-not-at-top
-  plt = _plt()
+  plt = plots._plt()  # pylint: disable=protected-access
   colours = {'vanilla': 'tab:blue', 'value_selective': 'tab:orange', 'naive': 'tab:gray',
              'bayes': 'tab:green'}
   fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
@@ -318,18 +311,7 @@ def figure(result, per_k, path):
 
 # ----------------------------------------------------------------------------- entry point
 
-def main(argv):
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  if len(argv) > 1:
-    raise ValueError(f'Unexpected arguments: {argv[1:]}')
-  run_experiment(flags.FLAGS.config, flags.FLAGS.outdir)
-
-
 if __name__ == '__main__':
-  from absl import app, flags  # pylint: disable=g-import-not-at-top,g-multiple-import
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-  config_flags.DEFINE_config_file('config', None, 'configs/theory_denoising.py:small|paper',
-                                  lock_config=True)
-  flags.DEFINE_string('outdir', None, 'Directory for denoising.json and denoising_mse.png.')
-  flags.mark_flags_as_required(['config', 'outdir'])
-  app.run(main)
+  cli.run_config_experiment(
+      run_experiment, config_help='configs/theory_denoising.py:small|paper',
+      outdir_help='Directory for denoising.json and denoising_mse.png.')

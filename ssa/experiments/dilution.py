@@ -1,4 +1,5 @@
-"""Attention dilution: sorted-attention curves and entropy vs position, vanilla vs SSA (SSA_SPEC §3).
+"""Attention dilution: sorted-attention curves and entropy vs position, vanilla vs SSA
+(docs/ssa.md §3).
 
     python sweep.py --sweep=strategies --size=small --seeds=0,1,2 --root=runs/sweeps
     python -m ssa.experiments.dilution --runs=runs/sweeps/small --outdir=docs/figures/dilution
@@ -15,24 +16,25 @@ Writes dilution.json, dilution.png (rows = layers, columns = variants) and entro
 
 from __future__ import annotations
 
-import json
 import os
-import sys
 from typing import Sequence
 
 import numpy as np
 from absl import app
 from absl import flags
 
+from ssa import cli
+from ssa import plots
+from ssa.data import make_eval_iterator
+from ssa.evaluation import attention_stats, loading
+from ssa.experiments.common import write_json
 from ssa.experiments.efficiency import find_runs
 
 FLAGS = flags.FLAGS
 
 
-
 def validation_rows(config, num_seqs: int) -> np.ndarray:
   """[num_seqs, seq_len] token rows of the run's validation split (same pipeline as training)."""
-  from ssa.data import make_eval_iterator  # pylint: disable=g-import-not-at-top
   it, _ = make_eval_iterator(config, 0, 1, split=config.data.eval_split)
   rows = []
   for batch in it:  # padding rows (zero weights) are skipped
@@ -47,7 +49,6 @@ def validation_rows(config, num_seqs: int) -> np.ndarray:
 
 def run_statistics(workdir: str, num_seqs: int) -> dict:
   """{'dilution': {layer: [T][S]}, 'entropy': {layer: [T]}} of one run's latest checkpoint."""
-  from ssa.evaluation import attention_stats, loading  # pylint: disable=g-import-not-at-top
   loaded = loading.load(workdir=workdir)
   if loaded.step != loaded.config.train.num_steps:
     raise ValueError(f'{workdir}: latest checkpoint is step {loaded.step} of train.num_steps='
@@ -102,33 +103,26 @@ def summary(result: dict) -> str:
   return '\n'.join(lines)
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  if not FLAGS.runs or not FLAGS.outdir:
-    raise app.UsageError('--runs and --outdir are required.')
-  from ssa import plots  # pylint: disable=g-import-not-at-top
-  try:
-    result = analyse(FLAGS.runs, FLAGS.variants, FLAGS.num_seqs)
-  except (FileNotFoundError, ValueError) as e:
-    print(f'ERROR: {type(e).__name__}: {e}', file=sys.stderr)
-    sys.exit(2)
-  os.makedirs(FLAGS.outdir, exist_ok=True)
-  with open(os.path.join(FLAGS.outdir, 'dilution.json'), 'w') as f:
-    json.dump({v: {k: d[k] for k in ('seeds', 'top1_last', 'entropy_last', 'entropy',
-                                     'entropy_std')} for v, d in result['variants'].items()},
-              f, indent=1)
+def write_outputs(result: dict, outdir: str) -> None:
+  """dilution.json, dilution.png and entropy.png in outdir; the summary table on stdout."""
   vs = result['variants']
+  write_json(outdir, 'dilution.json',
+             {v: {k: d[k] for k in ('seeds', 'top1_last', 'entropy_last', 'entropy',
+                                    'entropy_std')} for v, d in vs.items()})
   plots.dilution_figure({v: d['dilution'] for v, d in vs.items()},
-                        os.path.join(FLAGS.outdir, 'dilution.png'))
+                        os.path.join(outdir, 'dilution.png'))
   plots.entropy_figure({v: d['entropy'] for v, d in vs.items()},
-                       os.path.join(FLAGS.outdir, 'entropy.png'))
+                       os.path.join(outdir, 'entropy.png'))
   print(summary(result))
 
 
+def main(argv):
+  cli.analysis_main(argv, lambda runs: analyse(runs, FLAGS.variants, FLAGS.num_seqs),
+                    write_outputs)
+
+
 def define_flags():  # only when run as a script: importing the module defines no flags
-  flags.DEFINE_string('runs', None, 'Directory holding the runs VARIANT_sSEED (a sweep size dir).')
-  flags.DEFINE_string('outdir', None, 'Where dilution.json / dilution.png / entropy.png go.')
+  cli.define_runs_flags('dilution.json / dilution.png / entropy.png')
   flags.DEFINE_list('variants', ['vanilla', 'ssa'], 'Variants to compare.')
   flags.DEFINE_integer('num_seqs', 16, 'Validation rows per run.')
 

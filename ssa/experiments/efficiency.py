@@ -1,4 +1,4 @@
-"""Training efficiency: validation loss vs training tokens, vanilla vs SSA (SSA_SPEC §3).
+"""Training efficiency: validation loss vs training tokens, vanilla vs SSA (docs/ssa.md §3).
 
     python sweep.py --sweep=strategies --size=small --seeds=0,1,2 --root=runs/sweeps
     python -m ssa.experiments.efficiency --runs=runs/sweeps/small --outdir=docs/figures/efficiency
@@ -17,24 +17,27 @@ as 'not reached'; ratio < 1 is then only bounded, not measured).
 from __future__ import annotations
 
 import glob
-import json
 import os
 import re
-import sys
 from typing import Optional, Sequence
 
 import numpy as np
 from absl import app
 from absl import flags
 
-FLAGS = flags.FLAGS
+from ssa import checkpoint as ckpt_lib
+from ssa import cli
+from ssa import metrics as metrics_lib
+from ssa import plots
+from ssa import sweep
+from ssa.experiments.common import write_json
 
+FLAGS = flags.FLAGS
 
 
 def read_curve(workdir: str) -> tuple[np.ndarray, np.ndarray]:
   """(tokens [K], validation loss [K]) of one run, from its metrics.jsonl and run config."""
-  from ssa import sweep  # pylint: disable=g-import-not-at-top
-  path = os.path.join(workdir, 'metrics.jsonl')
+  path = os.path.join(workdir, metrics_lib.METRICS_FILE)
   if not os.path.isfile(path):
     raise FileNotFoundError(f'{path} does not exist (the run has not trained).')
   tps, num_steps = _batch_and_steps(workdir)
@@ -51,7 +54,6 @@ def read_curve(workdir: str) -> tuple[np.ndarray, np.ndarray]:
 def _batch_and_steps(workdir: str) -> tuple[int, int]:
   """(data.batch_size * data.seq_len, train.num_steps) of the run's saved config (its latest
   checkpoint's meta)."""
-  from ssa import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
   found = ckpt_lib.read_saved_config(workdir)
   if found is None:
     raise FileNotFoundError(f'{workdir}: no checkpoint to read the batch shape from.')
@@ -127,7 +129,6 @@ def analyse(root: str, baseline: str = 'vanilla', candidates: Sequence[str] = ('
 
 
 def figure(result: dict, path: str) -> str:
-  from ssa import plots  # pylint: disable=g-import-not-at-top
   plt = plots._plt()  # pylint: disable=protected-access
   fig, ax = plt.subplots(figsize=(6, 4))
   for v, d in result['variants'].items():
@@ -160,26 +161,20 @@ def summary(result: dict) -> str:
   return '\n'.join(lines)
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  if not FLAGS.runs or not FLAGS.outdir:
-    raise app.UsageError('--runs and --outdir are required.')
-  try:
-    result = analyse(FLAGS.runs, FLAGS.baseline, FLAGS.candidates)
-  except (FileNotFoundError, ValueError) as e:
-    print(f'ERROR: {type(e).__name__}: {e}', file=sys.stderr)
-    sys.exit(2)
-  os.makedirs(FLAGS.outdir, exist_ok=True)
-  with open(os.path.join(FLAGS.outdir, 'efficiency.json'), 'w') as f:
-    json.dump(result, f, indent=1)
-  figure(result, os.path.join(FLAGS.outdir, 'efficiency.png'))
+def write_outputs(result: dict, outdir: str) -> None:
+  """efficiency.json and efficiency.png in outdir; the summary table on stdout."""
+  write_json(outdir, 'efficiency.json', result)
+  figure(result, os.path.join(outdir, 'efficiency.png'))
   print(summary(result))
 
 
+def main(argv):
+  cli.analysis_main(argv, lambda runs: analyse(runs, FLAGS.baseline, FLAGS.candidates),
+                    write_outputs)
+
+
 def define_flags():  # only when run as a script: importing the module defines no flags
-  flags.DEFINE_string('runs', None, 'Directory holding the runs VARIANT_sSEED (a sweep size dir).')
-  flags.DEFINE_string('outdir', None, 'Where efficiency.json / efficiency.png go.')
+  cli.define_runs_flags('efficiency.json / efficiency.png')
   flags.DEFINE_string('baseline', 'vanilla', 'Baseline variant.')
   flags.DEFINE_list('candidates', ['ssa'], 'Variants compared against the baseline.')
 

@@ -10,8 +10,8 @@ attention row IS the prediction,
     P(j | i) = softmax_j( tau(i) * (e_i W_q)(e_j W_k)^T / sqrt(d_k) )
 
 with fixed random embeddings e_j. Vanilla: tau = 1. SSA: tau(i) = 1 + tanh(u^T gelu(e_i W_q))
-(the token term of SSA_SPEC §1.2 with weight sharing, u = 0 at init so SSA starts equal to vanilla)
-or an unbounded softplus form (config tau_forms). All train on the expected cross-entropy
+(the token term of docs/ssa.md §1.2 with weight sharing, u = 0 at init so SSA starts equal to
+vanilla) or an unbounded softplus form (config tau_forms). All train on the expected cross-entropy
 -mean_i sum_j P*(j|i) log P(j|i), full batch, Adam, from the same init, for every seed.
 
 Writes DIR/graph_toy.json (numbers) and DIR/graph_heatmaps.png, DIR/graph_opnorm_hist.png,
@@ -20,7 +20,6 @@ DIR/graph_tau_vs_degree.png, and prints a summary table.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -30,7 +29,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from ssa import cli
+from ssa import plots
 from ssa.data.synthetic import Graph
+from ssa.experiments.common import mean_std, write_json
 
 TAU_FORMS = ('tanh', 'softplus')
 
@@ -87,7 +89,8 @@ def init_params(cfg, seed: int) -> dict:
 
 
 def temperature(params, e, tau_form: str):
-  """tau(i) [V] of the SSA model: token term of SSA_SPEC §1.2 with weight sharing (reads e_i W_q)."""
+  """tau(i) [V] of the SSA model: token term of docs/ssa.md §1.2 with weight sharing (reads
+  e_i W_q)."""
   f = jax.nn.gelu(e @ params['wq'], approximate=False) @ params['u']
   if tau_form == 'tanh':
     return 1.0 + jnp.tanh(f)
@@ -172,12 +175,6 @@ def degree_table(degrees: list[np.ndarray], taus: list[np.ndarray]) -> dict:
   return {'rows': rows, 'r2_by_degree': r2, 'corr_degree_tau': corr}
 
 
-def _ms(xs) -> dict:
-  """Mean and sample std (ddof=1, as every table of the project; 0 for one value)."""
-  xs = np.asarray(xs, np.float64)
-  return {'mean': float(xs.mean()), 'std': float(xs.std(ddof=1)) if xs.size > 1 else 0.0}
-
-
 def run_experiment(cfg, outdir: str | None = None, verbose: bool = True) -> dict:
   """All seeds, all models; writes the JSON and figures when outdir is given."""
   t0 = time.time()
@@ -204,19 +201,19 @@ def run_experiment(cfg, outdir: str | None = None, verbose: bool = True) -> dict
         taus[m].append(ev['tau'])
     if seed == 0:
       example = {'p_star': p_star, 'degrees': np.asarray(g.degrees), **preds}
-  summary = {m: {k: _ms(per_seed[m][k]) for k in metrics} for m in models}
+  summary = {m: {k: mean_std(per_seed[m][k]) for k in metrics} for m in models}
   wins = {m: {k: f"{sum(a < b for a, b in zip(per_seed[m][k], per_seed['vanilla'][k]))}/"
                  f"{cfg.num_seeds}" for k in ('ce', 'l1', 'opnorm')} for m in ssa_models}
   temps = {}
   for m in ssa_models:
     table = degree_table(degrees, taus[m])
     allt = np.concatenate(taus[m])
-    temps[m] = {'by_degree': table['rows'], 'r2_by_degree': _ms(table['r2_by_degree']),
-                'corr_with_degree': _ms(table['corr_degree_tau']),
+    temps[m] = {'by_degree': table['rows'], 'r2_by_degree': mean_std(table['r2_by_degree']),
+                'corr_with_degree': mean_std(table['corr_degree_tau']),
                 'range': [float(allt.min()), float(allt.max())]}
   result = {
       'experiment': 'graph_toy', 'config': cfg.to_dict(),
-      'entropy_lower_bound': _ms(entropies),
+      'entropy_lower_bound': mean_std(entropies),
       'summary': summary,
       'lower_than_vanilla_seeds': wins,
       'per_seed': {m: {k: [round(x, 5) for x in per_seed[m][k]] for k in metrics} for m in models},
@@ -225,9 +222,7 @@ def run_experiment(cfg, outdir: str | None = None, verbose: bool = True) -> dict
   }
   result['wall_s'] = round(time.time() - t0, 1)
   if outdir:
-    os.makedirs(outdir, exist_ok=True)
-    with open(os.path.join(outdir, 'graph_toy.json'), 'w') as f:
-      json.dump(result, f, indent=1)
+    write_json(outdir, 'graph_toy.json', result)
     figures(result, example, per_seed, degrees, taus, outdir)
   if verbose:
     print(summary_text(result))
@@ -264,8 +259,7 @@ COLOURS = {'vanilla': 'tab:blue', 'ssa_tanh': 'tab:orange', 'ssa_softplus': 'tab
 
 
 def figures(result, example, per_seed, degrees, taus, outdir):
-  from ssa.plots import _plt  # pylint: disable=g-import-not-at-top
-  plt = _plt()
+  plt = plots._plt()  # pylint: disable=protected-access
   models = list(per_seed)
   order = np.argsort(example['degrees'], kind='stable')  # rows sorted by degree
   panels = [('target P*', example['p_star'])] + [(m, example[m]) for m in models]
@@ -319,18 +313,7 @@ def figures(result, example, per_seed, degrees, taus, outdir):
 
 # ----------------------------------------------------------------------------- entry point
 
-def main(argv):
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  if len(argv) > 1:
-    raise ValueError(f'Unexpected arguments: {argv[1:]}')
-  run_experiment(flags.FLAGS.config, flags.FLAGS.outdir)
-
-
 if __name__ == '__main__':
-  from absl import app, flags  # pylint: disable=g-import-not-at-top,g-multiple-import
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-  config_flags.DEFINE_config_file('config', None, 'configs/theory_graph.py:small|paper',
-                                  lock_config=True)
-  flags.DEFINE_string('outdir', None, 'Directory for graph_toy.json and the PNG figures.')
-  flags.mark_flags_as_required(['config', 'outdir'])
-  app.run(main)
+  cli.run_config_experiment(
+      run_experiment, config_help='configs/theory_graph.py:small|paper',
+      outdir_help='Directory for graph_toy.json and the PNG figures.')

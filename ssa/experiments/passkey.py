@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import copy
 import datetime
-import json
 import os
 import re
 import time
@@ -50,7 +49,16 @@ from typing import Sequence
 
 import numpy as np
 
+from ssa import checkpoint as ckpt_lib
+from ssa import cli
+from ssa import metrics as metrics_lib
+from ssa import plots
+from ssa import train_lib
+from ssa.data import get_tokenizer
 from ssa.data import synthetic
+from ssa.evaluation import generation, loading, passkey
+from ssa.evaluation.scoring import LM
+from ssa.experiments.common import write_json
 
 # ----------------------------------------------------------------------------- tokenizer
 
@@ -77,6 +85,7 @@ def word_tokenizer(path: str) -> str:
   path = os.path.expanduser(path)
   if os.path.isfile(path):
     return path
+  # optional dependency: the Hugging Face tokenizers package (as for the 'hf:' tokenizers)
   from tokenizers import Tokenizer, decoders, models, pre_tokenizers  # pylint: disable=g-import-not-at-top
   vocab = word_vocab()
   tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(vocab)}, unk_token='<unk>'))
@@ -111,10 +120,9 @@ def eval_grid(seq_len: int, factors: Sequence[float], depths: Sequence[float]):
 
 def cell_accuracy(tokenizer, outputs: Sequence[Sequence[int]], keys: Sequence[int]) -> float:
   """Fraction of decoded outputs whose first number is exactly the key (passkey.is_correct)."""
-  from ssa.evaluation.passkey import is_correct  # pylint: disable=g-import-not-at-top
   if len(outputs) != len(keys) or not keys:
     raise ValueError(f'{len(outputs)} outputs for {len(keys)} keys.')
-  return sum(is_correct(tokenizer, o, k) for o, k in zip(outputs, keys)) / len(keys)
+  return sum(passkey.is_correct(tokenizer, o, k) for o, k in zip(outputs, keys)) / len(keys)
 
 
 def _mean_std(x: np.ndarray) -> tuple[list, list]:
@@ -156,7 +164,6 @@ def summary_table(result: dict) -> str:
 # ----------------------------------------------------------------------------- figures
 
 def plot_length(result: dict, path: str) -> str:
-  from ssa import plots  # pylint: disable=g-import-not-at-top
   plt = plots._plt()  # pylint: disable=protected-access
   fig, ax = plt.subplots(figsize=(5.5, 3.8))
   for v, r in result['variants'].items():
@@ -173,7 +180,6 @@ def plot_length(result: dict, path: str) -> str:
 
 
 def plot_depth(result: dict, path: str) -> str:
-  from ssa import plots  # pylint: disable=g-import-not-at-top
   plt = plots._plt()  # pylint: disable=protected-access
   names = list(result['variants'])
   fig, axes = plt.subplots(1, 1 + len(names), figsize=(4.6 * (1 + len(names)), 3.8),
@@ -213,36 +219,16 @@ def run_config(config, variant: str, seed: int):
   return c
 
 
-def _finished_step(workdir: str):
-  d = os.path.join(workdir, 'checkpoints')
-  if not os.path.isdir(d):
-    return None
-  steps = [int(n) for n in os.listdir(d) if n.isdigit()]
-  return max(steps) if steps else None
-
-
 def _last_metrics(workdir: str) -> tuple:
+  """(last train loss, last eval loss) of the run's metrics.jsonl (None where there is none)."""
   train = evl = None
-  path = os.path.join(workdir, 'metrics.jsonl')
-  if os.path.isfile(path):
-    with open(path) as f:
-      for line in f:
-        try:
-          rec = json.loads(line)
-        except ValueError:
-          continue
-        if 'loss' in rec:
-          if rec.get('kind') == 'eval' or 'perplexity' in rec:
-            evl = rec['loss']
-          else:
-            train = rec.get('loss_mean', rec['loss'])
+  for rec in metrics_lib.read_metrics(workdir):
+    if 'loss' in rec:
+      if rec.get('kind') == 'eval' or 'perplexity' in rec:
+        evl = rec['loss']
+      else:
+        train = rec.get('loss_mean', rec['loss'])
   return train, evl
-
-
-def _saved_config_diff(cfg, workdir: str, step: int) -> list[str]:
-  """Fields in which the config saved with checkpoint `step` differs from `cfg`."""
-  from ssa import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
-  return ckpt_lib.run_config_diff(ckpt_lib.read_saved_config(workdir, step)[1], cfg)
 
 
 def train_run(cfg, workdir: str, log=print) -> dict:
@@ -251,11 +237,11 @@ def train_run(cfg, workdir: str, log=print) -> dict:
   A workdir trained with another config raises ValueError naming the fields; a run stopped by a
   signal raises SystemExit (its checkpoint is saved: rerun to resume), so that no half-trained
   model is evaluated as if finished."""
-  from ssa import train_lib  # pylint: disable=g-import-not-at-top
   t0 = time.time()
-  done = _finished_step(workdir)
-  if done is not None:
-    diff = _saved_config_diff(cfg, workdir, done)
+  found = ckpt_lib.read_saved_config(workdir)  # (latest step, its saved config) or None
+  if found is not None:
+    done, saved = found
+    diff = ckpt_lib.run_config_diff(saved, cfg)
     if diff:
       raise ValueError(f'{workdir} holds a run of another config ({"; ".join(diff[:6])}); use '
                        'another --runs_root or remove it.')
@@ -271,9 +257,6 @@ def train_run(cfg, workdir: str, log=print) -> dict:
 
 
 def evaluate_run(cfg, workdir: str, lengths, depths, num_examples, batch_size) -> dict:
-  from ssa.data import get_tokenizer  # pylint: disable=g-import-not-at-top
-  from ssa.evaluation import generation, loading, passkey  # pylint: disable=g-import-not-at-top
-  from ssa.evaluation.scoring import LM  # pylint: disable=g-import-not-at-top
   t0 = time.time()
   loaded = loading.load(cfg, workdir=workdir)
   tok = get_tokenizer(cfg.data.tokenizer, cfg.data.eos_token)
@@ -283,8 +266,7 @@ def evaluate_run(cfg, workdir: str, lengths, depths, num_examples, batch_size) -
                                batch_size=batch_size)
   r['step'] = loaded.step
   r['eval_seconds'] = time.time() - t0
-  with open(os.path.join(workdir, 'passkey_eval.json'), 'w') as f:
-    json.dump(r, f, indent=1)
+  write_json(workdir, 'passkey_eval.json', r)
   return r
 
 
@@ -297,7 +279,6 @@ def run(config, outdir: str, runs_root: str | None = None, log=print) -> dict:
   os.makedirs(outdir, exist_ok=True)
   if e.tokenizer_path:
     word_tokenizer(e.tokenizer_path)
-  from ssa.data import get_tokenizer  # pylint: disable=g-import-not-at-top
   tok = get_tokenizer(config.data.tokenizer, config.data.eos_token)
   if tok.vocab_size > config.model.vocab_size:
     raise ValueError(f'model.vocab_size={config.model.vocab_size} < tokenizer vocabulary '
@@ -340,8 +321,7 @@ def run(config, outdir: str, runs_root: str | None = None, log=print) -> dict:
     result['variants'][v] = {**aggregate(per_seed), 'per_seed': raw}
   result['meta']['complete'] = True
   result['meta']['seconds'] = time.time() - t_start
-  with open(os.path.join(outdir, 'passkey.json'), 'w') as f:
-    json.dump(result, f, indent=1)
+  write_json(outdir, 'passkey.json', result)
   plot_length(result, os.path.join(outdir, 'passkey_length.png'))
   plot_depth(result, os.path.join(outdir, 'passkey_depth.png'))
   log(summary_table(result))
@@ -350,21 +330,8 @@ def run(config, outdir: str, runs_root: str | None = None, log=print) -> dict:
   return result
 
 
-def main(argv):
-  from absl import app, flags, logging  # pylint: disable=g-import-not-at-top
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  if not flags.FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)
-  run(flags.FLAGS.config, flags.FLAGS.outdir, flags.FLAGS.runs_root)
-
-
 if __name__ == '__main__':
-  from absl import app, flags  # pylint: disable=g-import-not-at-top
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-  config_flags.DEFINE_config_file('config', None, 'configs/theory_passkey.py:SIZE',
-                                  lock_config=True)
-  flags.DEFINE_string('outdir', None, 'Where passkey.json and the figures are written.')
-  flags.DEFINE_string('runs_root', None, 'Training workdirs (default OUTDIR/runs).')
-  flags.mark_flags_as_required(['config', 'outdir'])
-  app.run(main)
+  cli.run_config_experiment(
+      run, config_help='configs/theory_passkey.py:SIZE',
+      outdir_help='Where passkey.json and the figures are written.',
+      string_flags=[('runs_root', 'Training workdirs (default OUTDIR/runs).')], quiet=True)
