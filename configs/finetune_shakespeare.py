@@ -1,11 +1,11 @@
-"""Fine-tune the real SmolLM2-135M on the embedded Shakespeare corpus, on a CPU (issue 6 demo run).
+"""Fine-tune the real SmolLM2-135M on the embedded Shakespeare corpus, on a CPU (the README demo run).
 
     python train.py --config=configs/finetune_shakespeare.py:ssa --workdir=runs/ft/ssa
 
 The argument picks the variant (all start from the same pretrained weights, same data, same budget):
   vanilla           full fine-tune, no SSA (ssa.strategy=vanilla)
   ssa               full fine-tune, SSA with weight sharing (the paper's final SSA; temperatures in
-                    their own Adam group, lr 1e-2, as the SSA_SPEC §2 Llama-family recipe)
+                    their own Adam group, lr 1e-2, as the docs/ssa.md §2 Llama-family recipe)
   ssa-noshare       same, SSA without weight sharing (a new d x d matrix per layer)
   temperature-only  the LLM frozen, only the SSA temperature parameters train (Adam 1e-2)
 

@@ -1,4 +1,4 @@
-"""Paper recipe: fine-tune an existing LLM with SSA, temperatures in their own group (SSA_SPEC §2).
+"""Paper recipe: fine-tune an existing LLM with SSA, temperatures in their own group (docs/ssa.md §2).
 
     python train.py --config=configs/finetune_ssa.py:gpt2-124m --workdir=DIR
     python train.py --config=configs/finetune_ssa.py:pythia-160m --workdir=DIR
@@ -25,7 +25,7 @@ from configs import base
 
 _RECIPES = {
     # preset: (T, lr, tau_lr, theta_init) -- theta 1.5 for GPT-2, 2.0 (slope 6.2e-4, the identity
-    # at start) for the larger LLMs, as in the authors' release (SSA_SPEC §1.1)
+    # at start) for the larger LLMs, as in the authors' release (docs/ssa.md §1.1)
     'gpt2-124m': (1024, 3e-5, 1e-4, 1.5),
     'gpt2-355m': (1024, 3e-5, 1e-4, 1.5),
     'pythia-160m': (2048, 1e-5, 1e-2, 2.0),

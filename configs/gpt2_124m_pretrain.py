@@ -1,4 +1,4 @@
-"""Paper recipe: GPT-2 124M pre-training from scratch at T=1024 (SSA_SPEC §2, row 1).
+"""Paper recipe: GPT-2 124M pre-training from scratch at T=1024 (docs/ssa.md §2, row 1).
 
 AdamW lr 6e-4 -> 6e-5 cosine, warmup 2000, weight decay 0.1, betas (0.9, 0.95), clip 1.0;
 GPT-2 tokenizer; 512 sequences x 1024 tokens per step (~0.5M tokens, as nanoGPT) via

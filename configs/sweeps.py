@@ -1,4 +1,4 @@
-r"""Ablation sweeps of the paper (SSA_SPEC §1.4): one sweep per appendix table, two model sizes.
+r"""Ablation sweeps of the paper (docs/ssa.md §1.4): one sweep per appendix table, two model sizes.
 
 One run of a sweep is one config (the argument is SWEEP,SIZE,VARIANT):
 
@@ -18,7 +18,7 @@ Sizes:
          every 60 steps (6 points of the validation curve per run); checkpoint every 150 steps.
          One run: 23-45 s wall on the idle 2-core dev CPU (compile and evals included; up to
          96 s when the box was shared); final val loss 2.55-2.77 nats/byte (docs/results.md).
-  paper  the GPT-2 124M pre-training recipe (configs/gpt2_124m_pretrain.py, SSA_SPEC §2) plus a
+  paper  the GPT-2 124M pre-training recipe (configs/gpt2_124m_pretrain.py, docs/ssa.md §2) plus a
          validation at step 0; for GPU / TPU.
 
 Variants have ONE name each, the same in every sweep (a run is shared by all sweeps that list its

@@ -1,4 +1,4 @@
-"""Paper recipe: temperature-only fine-tuning (SSA_SPEC §2, row 3): the LLM is frozen, only the
+"""Paper recipe: temperature-only fine-tuning (docs/ssa.md §2, row 3): the LLM is frozen, only the
 tau_* parameters train (Adam, lr 1e-2, constant); frozen weights keep no optimizer state.
 
     python train.py --config=configs/temperature_only.py:gpt2-124m --workdir=DIR

@@ -27,7 +27,7 @@ def get_config(size: str = 'small') -> ml_collections.ConfigDict:
   c.sigma_noise = 8.0             # noise token = sigma_noise * eps
   c.key_dim = 16                  # d_k of the learned query vector and the key map
   c.value_dim = 16                # d_v of the value map (read out by a d_v x d matrix)
-  c.weight_sharing = True         # tau_v reads the value projection x W_v + b_v (SSA_SPEC §1.2); False = its own d+1 x d_v projection
+  c.weight_sharing = True         # tau_v reads the value projection x W_v + b_v (docs/ssa.md §1.2); False = its own d+1 x d_v projection
   c.batch_size = 128              # fresh examples per Adam step
   c.num_steps = 2000              # Adam steps
   c.lr = 1e-2                     # Adam peak learning rate (linear warm-up, then cosine decay to 0)

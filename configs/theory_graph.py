@@ -1,4 +1,4 @@
-"""Theory experiment (a): graph next-token toy, vanilla vs SSA (docs/theory.md; SSA_SPEC §3 (a)).
+"""Theory experiment (a): graph next-token toy, vanilla vs SSA (docs/theory.md; docs/ssa.md §3 (a)).
 
     python -m ssa.experiments.graph_toy --config=configs/theory_graph.py:small --outdir=DIR
 
@@ -23,7 +23,7 @@ def get_config(size: str = 'small') -> ml_collections.ConfigDict:
   c.embed_dim = 32                # d: fixed random Gaussian embeddings e_j ~ N(0, I_d / d); d >= V
   c.key_dim = 32                  # d_k: W_q, W_k are d x d_k
   c.init_std = 1.0                # W_q, W_k entries ~ N(0, init_std^2 / d)
-  c.tau_forms = ('tanh', 'softplus')  # one SSA model per form: 'tanh' tau = 1 + tanh(u.gelu(e_i W_q)) (SSA_SPEC §1.2, in (0, 2)); 'softplus' tau = softplus(u.gelu(e_i W_q) + log(e - 1)) (unbounded)
+  c.tau_forms = ('tanh', 'softplus')  # one SSA model per form: 'tanh' tau = 1 + tanh(u.gelu(e_i W_q)) (docs/ssa.md §1.2, in (0, 2)); 'softplus' tau = softplus(u.gelu(e_i W_q) + log(e - 1)) (unbounded)
   c.num_steps = 2000              # full-batch Adam steps (all V query nodes per step)
   c.lr = 1e-2                     # Adam learning rate (constant)
   c.weight_decay = 1.0            # decoupled weight decay (optax.adamw, per step lr * wd) on W_q, W_k and u; 0 = plain Adam

@@ -1,4 +1,4 @@
-r"""Passkey theory experiment (SSA_SPEC §3): train vanilla and SSA at ONE length, test up to 4x longer.
+r"""Passkey theory experiment (docs/ssa.md §3): train vanilla and SSA at ONE length, test up to 4x longer.
 
     python -m ssa.experiments.passkey --config=configs/theory_passkey.py:small \
         --outdir=docs/figures/passkey --runs_root=runs/passkey
