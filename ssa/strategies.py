@@ -156,15 +156,14 @@ def initial_theta(theta_init: Optional[float], slope_kind: str) -> float:
   return s0  # linear
 
 
-def _per_head(mdl, name: str, init, granularity: str, shape_tail=()):
+def _per_head(mdl, name: str, init, granularity: str):
   """A parameter with one entry per head ('head') or one shared by the layer ('layer'),
-  broadcast to [H, *shape_tail]."""
+  broadcast to [H]."""
   H = mdl.n_heads
   nh = H if granularity == 'head' else 1
   axes = ('heads',) if nh == H else (None,)
-  p = mdl.param(name, Partitioned(init, axes + (None,) * len(shape_tail)), (nh,) + shape_tail,
-                jnp.float32)
-  return jnp.broadcast_to(p, (H,) + shape_tail)
+  p = mdl.param(name, Partitioned(init, axes), (nh,), jnp.float32)
+  return jnp.broadcast_to(p, (H,))
 
 
 def position_term(mdl, n_BT, *, slope_kind: str, theta_init: float, granularity: str):
