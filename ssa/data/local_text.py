@@ -4,13 +4,28 @@ Documents
   Each path in `paths` is a file or a folder; folders are searched recursively for files whose
   name matches `file_pattern` (fnmatch, default '*.txt'), in sorted order. A missing path, or a
   folder with no matching file, raises DataError naming it. Files are read as UTF-8 (a leading BOM
-  is dropped, CRLF/CR become LF); byte sequences that are not valid UTF-8 are REPLACED by U+FFFD
-  (documented replacement, never an exception). A file is cut into documents by `doc_unit`:
+  is dropped, CRLF/CR become LF); a few byte sequences that are not valid UTF-8 are REPLACED by
+  U+FFFD (documented replacement). A file is cut into documents by `doc_unit`:
     'file'       the whole file is one document (default; the Shakespeare corpus: one play each),
     'paragraph'  blocks separated by one or more blank lines,
     'line'       every line.
   Leading/trailing whitespace of a document is stripped; empty documents are dropped. If nothing
   is left, DataError('... empty corpus ...').
+
+Text rule (binary input is refused, TEXT_RULE below)
+  A file counts as text iff
+    (1) it holds no NUL byte (0x00): binary formats (images, archives, arrays) and UTF-16/32 text
+        nearly always do, UTF-8 text never does; and
+    (2) at most max(MAX_INVALID_BYTES, MAX_INVALID_FRACTION * size) = max(8, 20%) of its bytes
+        are not valid UTF-8 (counted byte by byte). Stray bytes, a cut multi-byte character or a
+        Latin-1/cp1252 file (~2-5% invalid) still pass and are replaced as above; NUL-free random
+        or compressed bytes (~44% invalid) and legacy CJK encodings (mostly invalid) do not.
+  (1) is the rule git and grep use for "binary" and catches nearly every binary format; (2) catches
+  NUL-free junk. The 20% bound keeps the documented replacement of undecodable bytes in text.
+  Any file breaking the rule makes the build raise DataError listing the first few such files
+  (with why: 'holds NUL bytes' or 'N of M bytes are not valid UTF-8') and their count; nothing is
+  trained on. The rule is checked when the corpus is built; its version is part of the build
+  fingerprint (see Storage), so a build cached before the rule existed is not reused unchecked.
   Each document has a key '<root>/<relative path>#<index in file>' where <root> is the basename of
   the path it was found under (a file given directly has relative path = its own name).
 
@@ -27,8 +42,8 @@ Split rule (deterministic, per document, so no sentence is ever shared between s
 Storage
   The builder writes tfds array_record files under <data_dir>/local_text/<config name>/1.0.0,
   where the config name is '<slug>-<fingerprint>' and the fingerprint hashes the file list (path,
-  size, mtime) and the options above, so an edited corpus gets a fresh build. Records are
-  {'text': bytes (UTF-8), 'key': bytes}. Reading uses `builder.as_data_source(split)`: random
+  size, mtime), the options above and TEXT_RULE, so an edited corpus gets a fresh build. Records
+  are {'text': bytes (UTF-8), 'key': bytes}. Reading uses `builder.as_data_source(split)`: random
   access, no TensorFlow.
 """
 
@@ -80,12 +95,52 @@ def list_files(paths: Sequence[str], file_pattern: str = '*.txt') -> list[tuple[
   return out
 
 
-def read_text(path: str) -> str:
-  """File as text: UTF-8, BOM dropped, invalid bytes -> U+FFFD, newlines normalised to LF."""
-  with open(path, 'rb') as f:
-    raw = f.read()
+# Text rule of the module docstring. Bump TEXT_RULE when the rule changes: it is part of the build
+# fingerprint, so builds made under an older (or no) rule are rebuilt, i.e. checked, not reused.
+TEXT_RULE = 'utf8-nonul-max8or20pct-v1'
+MAX_INVALID_BYTES = 8
+MAX_INVALID_FRACTION = 0.20
+_SURROGATE_ESCAPE = re.compile('[\udc80-\udcff]')  # one per invalid byte under surrogateescape
+
+
+def text_problem(raw: bytes) -> str | None:
+  """Why `raw` is not text by the text rule ('holds NUL bytes', 'N of M bytes ...'), else None."""
+  if b'\x00' in raw:
+    hint = (' (looks like UTF-16/32; convert it to UTF-8)'
+            if raw[:2] in (b'\xff\xfe', b'\xfe\xff') else '')
+    return f'holds NUL bytes{hint}'
+  try:
+    raw.decode('utf-8')
+    return None  # fast path: valid UTF-8
+  except UnicodeDecodeError:
+    pass
+  invalid = len(_SURROGATE_ESCAPE.findall(raw.decode('utf-8', errors='surrogateescape')))
+  if invalid > max(MAX_INVALID_BYTES, MAX_INVALID_FRACTION * len(raw)):
+    return (f'{invalid} of {len(raw)} bytes are not valid UTF-8 (at most '
+            f'max({MAX_INVALID_BYTES}, {MAX_INVALID_FRACTION:.0%}) allowed)')
+  return None
+
+
+def decode_text(raw: bytes) -> str:
+  """Bytes as text: UTF-8, BOM dropped, invalid bytes -> U+FFFD, newlines normalised to LF."""
   text = raw.decode('utf-8-sig', errors='replace')
   return text.replace('\r\n', '\n').replace('\r', '\n')
+
+
+def read_text(path: str) -> str:
+  """File as text (see decode_text); no text-rule check (read_documents checks it)."""
+  with open(path, 'rb') as f:
+    return decode_text(f.read())
+
+
+def _not_text_error(bad: list[tuple[str, str]], n_files: int) -> DataError:
+  shown = '; '.join(f'{p!r}: {why}' for p, why in bad[:5])
+  more = f'; and {len(bad) - 5} more' if len(bad) > 5 else ''
+  return DataError(
+      f'local_text: {len(bad)} of {n_files} input file(s) are not text (expected UTF-8 text: no '
+      f'NUL byte and at most max({MAX_INVALID_BYTES}, {MAX_INVALID_FRACTION:.0%}) invalid '
+      f'bytes): {shown}{more}. Remove them from the input (or narrow data.file_pattern), or '
+      'convert them to UTF-8 (e.g. `iconv -f latin1 -t utf-8`).')
 
 
 def split_documents(text: str, doc_unit: str) -> list[str]:
@@ -105,20 +160,33 @@ def read_documents(paths: Sequence[str], file_pattern: str = '*.txt',
   """All documents under `paths` (see the module docstring); DataError on an empty corpus."""
   if doc_unit not in DOC_UNITS:
     raise DataError(f'config.data.doc_unit={doc_unit!r}; expected one of {DOC_UNITS}.')
+  if isinstance(paths, str):
+    paths = [paths]
   files = list_files(paths, file_pattern)
-  docs, seen = [], set()
+  docs, seen, bad = [], set(), []
   for root, path in files:
     rel = root
-    for i, text in enumerate(split_documents(read_text(path), doc_unit)):
+    with open(path, 'rb') as f:
+      raw = f.read()
+    why = text_problem(raw)
+    if why is not None:
+      bad.append((path, why))
+    if bad:
+      continue  # only collect the other bad files
+    for i, text in enumerate(split_documents(decode_text(raw), doc_unit)):
       key = f'{rel}#{i}'
       if key in seen:
         raise DataError(f'local_text: two inputs give the same document key {key!r}; give the '
                         'folders distinct names.')
       seen.add(key)
       docs.append(Document(key, text))
+  if bad:
+    raise _not_text_error(bad, len(files))
   if not docs:
-    raise DataError(f'local_text: empty corpus: the files {[p for _, p in files][:5]} contain no '
-                    'non-whitespace text.')
+    shown = [p for _, p in files][:5]
+    more = f' (and {len(files) - 5} more)' if len(files) > 5 else ''
+    raise DataError(f'local_text: empty corpus: the {len(files)} file(s) under {list(paths)} '
+                    f'({shown}{more}) contain no non-whitespace text.')
   return docs
 
 
@@ -173,7 +241,8 @@ def make_config(paths: Sequence[str], *, file_pattern: str = '*.txt', doc_unit: 
   if isinstance(paths, str):
     paths = [paths]
   files = list_files(paths, file_pattern)
-  h = hashlib.sha256(repr((doc_unit, file_pattern, validation_fraction, test_fraction)).encode())
+  h = hashlib.sha256(repr((doc_unit, file_pattern, validation_fraction, test_fraction,
+                           TEXT_RULE)).encode())
   for root, p in files:
     st = os.stat(p)
     h.update(f'{root}|{p}|{st.st_size}|{st.st_mtime_ns}\n'.encode())

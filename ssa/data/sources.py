@@ -20,9 +20,15 @@
                          'huggingface:wikitext/wikitext-103-raw-v1'; 'tfds:NAME' forces this
                          reading). It is read from config.data.tfds_data_dir (a local folder or a
                          GCS path 'gs://bucket/tensorflow_datasets' for TPU users; default
-                         <data_dir>/tfds) in array_record format, prepared there first if
-                         config.data.tfds_download is True. The document text is the record
-                         feature config.data.text_key.
+                         <data_dir>/tfds) in array_record format. The document text is the
+                         record feature config.data.text_key.
+                         Prepared = <tfds_data_dir>/<folder>/[<config>/]<version>/dataset_info.json
+                         exists (<folder> = the name, e.g. 'c4', or for 'huggingface:a__b' the
+                         tfds form 'a__b'; config and version from 'name/config:1.2.3' or any).
+                         Not prepared and config.data.tfds_download False (default): DataError at
+                         once (no tfds/network call). tfds_download True: a 3 s TLS probe of
+                         storage.googleapis.com:443 first (skipped if HTTPS_PROXY is set);
+                         offline -> DataError at once, else tfds downloads and prepares it.
 
 Every source returned has __len__ and __getitem__ giving a dict with a bytes/str text feature.
 """
@@ -30,16 +36,22 @@ Every source returned has __len__ and __getitem__ giving a dict with a bytes/str
 from __future__ import annotations
 
 import dataclasses
+import glob
 import hashlib
 import os
 import shutil
+import socket
+import ssl
 import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 from typing import Any
 
 import tensorflow_datasets as tfds
+from tensorflow_datasets.core import naming as tfds_naming
+from tensorflow_datasets.core.utils import conversion_utils as tfds_conversion
 
 from ssa.data import local_text
 from ssa.data.errors import DataError
@@ -122,6 +134,13 @@ def _local_text_source(config, paths, split, *, file_pattern, slug=None) -> Text
                                test_fraction=d.test_fraction, slug=slug)
   builder = local_text.build(cfg, os.path.join(data_dir_of(d), 'tfds'))
   if split not in builder.info.splits:
+    fraction = {'validation': cfg.validation_fraction, 'test': cfg.test_fraction}.get(split, 0.0)
+    if fraction > 0:  # the corpus had too few documents to give this split one (see local_text)
+      n = sum(builder.info.splits[s].num_examples for s in builder.info.splits)
+      raise DataError(f'dataset {d.dataset!r}: split {split!r} has zero documents: the corpus has '
+                      f'only {n} document(s) after cutting by data.doc_unit={cfg.doc_unit!r}, and '
+                      'train keeps at least one. Add text files, or use a finer data.doc_unit '
+                      "('paragraph' or 'line').")
     raise DataError(f'dataset {d.dataset!r} has no split {split!r}; it has '
                     f'{sorted(builder.info.splits)} (the test split needs data.test_fraction > 0).')
   return TextSource(builder.as_data_source(split=split), 'text', f'local_text/{cfg.name}',
@@ -147,14 +166,143 @@ def get_text_source(config, split: str) -> TextSource:
   return _catalog_source(d, name, split)
 
 
-def _catalog_source(d, name: str, split: str) -> TextSource:
-  data_dir = d.tfds_data_dir or os.path.join(data_dir_of(d), 'tfds')
+def _certifi_bundle() -> str | None:
   try:
-    source = tfds.data_source(name, split=split, data_dir=data_dir, download=d.tfds_download,
-                              builder_kwargs={'file_format': 'array_record'}
-                              if d.tfds_download else None)
-  except Exception as e:  # tfds raises many types (DatasetNotFoundError, AssertionError, ...)
-    raise DataError(f'config.data.dataset={name!r}: tfds could not open split {split!r} in '
-                    f'{data_dir} (download={d.tfds_download}): {type(e).__name__}: {e}') from e
-  return TextSource(source, d.text_key, f'tfds/{name}@{hashlib.sha256(data_dir.encode()).hexdigest()[:8]}',
+    import certifi  # pylint: disable=g-import-not-at-top  (a dependency of requests, hence tfds)
+    return certifi.where()
+  except ImportError:
+    return None
+
+
+# Network probe before a tfds download (tests monkeypatch `network_reachable`).
+PROBE_HOST, PROBE_PORT, PROBE_TIMEOUT_S = 'storage.googleapis.com', 443, 3.0
+
+
+def network_reachable(host: str = PROBE_HOST, port: int = PROBE_PORT,
+                      timeout_s: float = PROBE_TIMEOUT_S) -> bool:
+  """True if host:port completes a verified TLS handshake within timeout_s (DNS included), or an
+  HTTPS proxy is configured (then tfds goes through it and direct connects prove nothing).
+
+  A verified TLS handshake, not just a TCP connect: sandbox/firewall egress proxies accept every
+  connection (even to unroutable addresses) and answer with their own certificate. Trusted: the
+  system CAs, certifi's bundle (what tfds's `requests` uses) and $REQUESTS_CA_BUNDLE.
+  """
+  if os.environ.get('HTTPS_PROXY') or os.environ.get('https_proxy'):
+    return True
+  result = []
+
+  def probe():
+    try:
+      ctx = ssl.create_default_context()
+      for cafile in (_certifi_bundle(), os.environ.get('REQUESTS_CA_BUNDLE')):
+        if cafile and os.path.isfile(cafile):
+          ctx.load_verify_locations(cafile)
+      with socket.create_connection((host, port), timeout=timeout_s) as sock:
+        with ctx.wrap_socket(sock, server_hostname=host):
+          result.append(True)
+    except (OSError, ValueError):  # ssl.SSLError is an OSError
+      result.append(False)
+
+  t = threading.Thread(target=probe, daemon=True)  # bounds a hanging DNS lookup too
+  t.start()
+  t.join(timeout_s)
+  return bool(result) and result[0]
+
+
+def _parse_tfds_name(name: str) -> tuple[str | None, str, str | None, str | None]:
+  """(namespace, folder under the tfds data_dir, config, version) of a tfds name; parsing only."""
+  try:
+    ds, kwargs = tfds_naming.parse_builder_name_kwargs(name)
+  except ValueError as e:
+    raise DataError(f'config.data.dataset={name!r} is neither an existing local path nor a valid '
+                    'tfds name (expected name[/config][:x.y.z], e.g. "c4/en:3.0.1").') from e
+  folder, config = ds.name, kwargs.get('config')
+  if ds.namespace == 'huggingface':
+    folder = tfds_conversion.to_tfds_name(folder)
+    config = tfds_conversion.to_tfds_name(config) if config else None
+  return ds.namespace, folder, config, kwargs.get('version')
+
+
+def catalog_folder(name: str) -> tuple[str, str | None, str | None]:
+  """(folder under the tfds data_dir, config or None, version or None) of a tfds name.
+
+  'c4' -> ('c4', None, None); 'c4/en:3.0.1' -> ('c4', 'en', '3.0.1'); 'huggingface:wikitext/
+  wikitext-103-raw-v1' -> ('wikitext', 'wikitext_103_raw_v1', None) (the tfds HF builder stores
+  <to_tfds_name(repo)>/<to_tfds_name(config)>/<version>). Parsing only: no tfds registry lookup.
+  """
+  return _parse_tfds_name(name)[1:]
+
+
+def prepared_dirs(data_dir: str, name: str) -> list[str]:
+  """Version folders of `name` under a local tfds data_dir that hold a dataset_info.json."""
+  folder, config, version = catalog_folder(name)
+  base = os.path.join(glob.escape(data_dir), glob.escape(folder))
+  v = version or '*'  # tfds versions are 'x.y.z' (may hold '*' wildcards: glob them too)
+  patterns = [os.path.join(base, glob.escape(config), v)] if config else [
+      os.path.join(base, v), os.path.join(base, '*', v)]  # no config / the default config
+  found = {os.path.dirname(f) for p in patterns
+           for f in glob.glob(os.path.join(p, 'dataset_info.json'))}
+
+  def version_key(path):
+    try:
+      return tuple(int(x) for x in os.path.basename(path).split('.'))
+    except ValueError:
+      return ()
+  return sorted(found, key=lambda p: (version_key(p), p))
+
+
+def _open_catalog(name: str, split: str, data_dir: str, download: bool, found: list[str]):
+  if found and _parse_tfds_name(name)[0]:
+    # Namespaced ('huggingface:...', community) builders query their hub even for prepared data:
+    # read the prepared folder itself (the latest version found).
+    return tfds.builder_from_directory(found[-1]).as_data_source(split=split)
+  return tfds.data_source(name, split=split, data_dir=data_dir, download=download,
+                          builder_kwargs={'file_format': 'array_record'})
+
+
+def _catalog_source(d, name: str, split: str) -> TextSource:
+  data_dir_given = d.tfds_data_dir or os.path.join(data_dir_of(d), 'tfds')
+  local = '://' not in str(data_dir_given)  # gs://... (TPU users): no local checks, tfds reads it
+  data_dir = os.path.abspath(os.path.expanduser(data_dir_given)) if local else data_dir_given
+  download = bool(d.tfds_download)
+  found = prepared_dirs(data_dir, name) if local else []
+  source, first_error = None, None
+  if found:  # prepared: open without any download attempt
+    try:
+      source = _open_catalog(name, split, data_dir, False, found)
+    except Exception as e:  # e.g. only another version/config is prepared
+      first_error = e
+      if not download:
+        raise DataError(f'config.data.dataset={name!r}: tfds could not open split {split!r} of '
+                        f'the prepared {found} (config.data.tfds_download=False): '
+                        f'{type(e).__name__}: {e}') from e
+  if source is None:
+    if local and not download:
+      folder, config, version = catalog_folder(name)
+      looked = os.path.join(data_dir, folder, config or '[<config>]', version or '<version>',
+                            'dataset_info.json')
+      raise DataError(
+          f'config.data.dataset={name!r}: tfds dataset {name!r} is not prepared in {data_dir} '
+          f'(no {looked}) and config.data.tfds_download=False. Set data.tfds_download=True to '
+          'download and prepare it there (needs network), or prepare it there in array_record '
+          f'format (e.g. `tfds build {name} --file_format=array_record --data_dir={data_dir}` '
+          'on a machine with network, then copy the folder), or point data.tfds_data_dir to it.'
+          + (f' (No local path {name!r} exists either.)' if '/' in name else ''))
+    if download and not network_reachable():
+      raise DataError(
+          f'config.data.dataset={name!r}: tfds dataset {name!r} is not prepared in {data_dir} '
+          f'and config.data.tfds_download=True needs the network, but {PROBE_HOST}:{PROBE_PORT} '
+          f'cannot be reached (no verified TLS connection within {PROBE_TIMEOUT_S:g} s: offline, '
+          'no DNS or a firewall; set HTTPS_PROXY if a proxy is needed). Prepare it on a machine '
+          f'with network (`tfds build {name} --file_format=array_record --data_dir=...`) and copy '
+          f'it to {data_dir}.'
+          + (f' (Opening the prepared {found} failed: {type(first_error).__name__}: '
+             f'{first_error})' if first_error else '')) from first_error
+    try:
+      source = _open_catalog(name, split, data_dir, download, [])
+    except Exception as e:  # tfds raises many types (DatasetNotFoundError, AssertionError, ...)
+      raise DataError(f'config.data.dataset={name!r}: tfds could not open split {split!r} in '
+                      f'{data_dir} (download={d.tfds_download}): {type(e).__name__}: {e}') from e
+  return TextSource(source, d.text_key,
+                    f'tfds/{name}@{hashlib.sha256(data_dir_given.encode()).hexdigest()[:8]}',
                     f'{name!r} split {split!r}')
