@@ -1,15 +1,46 @@
 """Write a trained model in Hugging Face format (no temperatures) or the SSA checkpoint format.
 
-    export(loaded, out, fmt='auto')     # loaded: ssa.evaluation.loading.Loaded (or any object
-                                        # with .model, .variables, .config, .step, .directory)
+    export(loaded, out, fmt='auto', overwrite=False)   # loaded: ssa.evaluation.loading.Loaded
+                                                      # (or any object with .model, .variables,
+                                                      # .config, .step, .directory)
 
 The command line is export.py at the top of the repository. fmt='auto' writes Hugging Face
 safetensors + config.json for a strategy without temperatures (ssa.strategy=vanilla) and the SSA
 checkpoint format (ssa/convert/ssa_format.py) otherwise; the SSA format also records the
 tokenizer spec and the source step in ssa_config.json 'extra'.
+
+Where the export goes (`check_out`, `atomic_directory`; every refusal is a ConversionError
+naming the path, raised before anything is written):
+
+- `out` does not exist: it is created (its missing parents too).
+- `out` is an empty directory: it is replaced by the export.
+- `out` is a non-empty directory: refused, unless overwrite=True (export.py --overwrite). Then
+  the export replaces the whole directory: nothing of the old one is kept (a Hugging Face export
+  replaced by an SSA one leaves no config.json behind). Refused even then when the directory
+  holds the current working directory or the checkpoint being exported.
+- `out`, or one of its parents, is a file (not a directory): refused.
+- `out` is a URL (gs://, s3://, ...): refused. save_hf / save_ssa write local files only (os /
+  open), and the rename that makes the export atomic is a local-filesystem operation; export to
+  a local directory and copy it (e.g. `gsutil -m cp -r DIR gs://bucket/path`). A symbolic link
+  is followed: the export goes where it points.
+
+Atomic: the files are written into a new sibling directory `.<name>.tmp-<pid>-<hex>` (same
+parent, so same filesystem) which is then renamed to `out`. An existing `out` is first renamed
+aside to `.<name>.old-<pid>-<hex>`, the new directory renamed in, and the old one deleted. If
+anything fails before the final rename (a format that cannot represent the model, a full disk,
+an interrupt), the temporary directory is removed and `out` is as it was; if the final rename
+itself fails the old directory is renamed back. Between the two renames (microseconds) `out`
+does not exist; a kill exactly there leaves the old export under its `.old-` name.
 """
 
 from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import shutil
+from typing import Iterable, Iterator
 
 from ssa import strategies
 from ssa.convert.common import ConversionError
@@ -19,8 +50,114 @@ from ssa.convert.ssa_format import save_ssa
 FORMATS = ('auto', 'hf', 'ssa')
 
 
-def export(loaded, out: str, fmt: str = 'auto') -> str:
-  """Writes `loaded`'s model to `out`; returns the format written ('hf' or 'ssa')."""
+def _inside(path: str, directory: str) -> bool:
+  """Whether `path` is `directory` or below it (both absolute, symlinks resolved)."""
+  return os.path.commonpath([path, directory]) == directory
+
+
+def check_out(out: str, overwrite: bool = False, keep: Iterable[str] = ()) -> str:
+  """Checks that `out` may receive an export (see the module docstring); returns its local path.
+
+  `keep`: directories that must survive, so `out` may not contain them when it would be
+  replaced (the working directory is always one). Raises ConversionError naming the path."""
+  if '://' in out:
+    raise ConversionError(f'--out={out}: only local directories are supported (the export is '
+                          'written with local file operations and renamed into place); export '
+                          'to a local directory and copy it, e.g. with gsutil -m cp -r.')
+  path = os.path.realpath(os.path.expanduser(out))
+  parent = os.path.dirname(path)
+  if parent == path:
+    raise ConversionError(f'--out={out}: cannot export to the root directory.')
+  if os.path.lexists(path) and not os.path.isdir(path):
+    raise ConversionError(f'--out={out}: {path} exists and is not a directory; remove it or '
+                          'pick another --out.')
+  ancestor = parent
+  while not os.path.exists(ancestor):
+    ancestor = os.path.dirname(ancestor)
+  if not os.path.isdir(ancestor):
+    raise ConversionError(f'--out={out}: {ancestor} is a file, not a directory.')
+  if os.path.isdir(path):
+    try:
+      entries = os.listdir(path)
+    except OSError as e:
+      raise ConversionError(f'--out={out}: cannot read directory {path} ({e}).') from e
+    if entries and not overwrite:
+      shown = ', '.join(sorted(entries)[:5]) + (', ...' if len(entries) > 5 else '')
+      raise ConversionError(f'--out={out}: directory {path} exists and is not empty ({shown}); '
+                            'pass --overwrite (overwrite=True) to replace it, or pick an empty '
+                            'or new directory.')
+    for k in [os.getcwd(), *keep]:
+      k = os.path.realpath(os.path.expanduser(k))
+      if _inside(k, path):
+        raise ConversionError(f'--out={out}: replacing {path} would delete {k}, which it '
+                              'contains; pick another --out.')
+  return path
+
+
+def _sibling(path: str, tag: str) -> str:
+  """A name `.<name>.<tag>-<pid>-<hex>` next to `path` that does not exist yet."""
+  parent, name = os.path.split(path)
+  while True:
+    p = os.path.join(parent, f'.{name}.{tag}-{os.getpid()}-{secrets.token_hex(4)}')
+    if not os.path.lexists(p):
+      return p
+
+
+@contextlib.contextmanager
+def atomic_directory(out: str, overwrite: bool = False, keep: Iterable[str] = ()
+                     ) -> Iterator[str]:
+  """Yields a temporary directory to write into; on a normal exit it becomes `out`.
+
+  Checked first with `check_out` (same arguments); see the module docstring for the steps and
+  what is left behind when the body or a rename fails (nothing, and `out` as it was)."""
+  keep = list(keep)
+  path = check_out(out, overwrite, keep)
+  try:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = _sibling(path, 'tmp')
+    os.mkdir(tmp)
+  except OSError as e:
+    raise ConversionError(f'--out={out}: cannot create a directory next to {path} ({e}).') from e
+  try:
+    try:
+      yield tmp
+    except OSError as e:
+      raise ConversionError(f'--out={out}: writing the export failed ({e}); {path} is '
+                            'unchanged.') from e
+    check_out(out, overwrite, keep)  # again: the directory may have changed meanwhile
+    if not os.path.isdir(path):
+      try:
+        os.rename(tmp, path)
+      except OSError as e:
+        raise ConversionError(f'--out={out}: cannot rename {tmp} to {path} ({e}).') from e
+      return
+    old = _sibling(path, 'old')
+    try:
+      os.rename(path, old)
+    except OSError as e:
+      raise ConversionError(f'--out={out}: cannot move {path} aside ({e}); it is unchanged.'
+                            ) from e
+    try:
+      os.rename(tmp, path)
+    except OSError as e:
+      os.rename(old, path)
+      raise ConversionError(f'--out={out}: cannot rename {tmp} to {path} ({e}); the old '
+                            'directory is back in place.') from e
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  try:
+    shutil.rmtree(old)
+  except OSError as e:  # the export is in place; only the clean-up failed
+    logging.warning('Exported to %s, but could not delete the old directory %s: %s', path, old,
+                    e)
+
+
+def export(loaded, out: str, fmt: str = 'auto', overwrite: bool = False) -> str:
+  """Writes `loaded`'s model to `out` atomically; returns the format written ('hf' or 'ssa').
+
+  A non-empty `out` is refused unless `overwrite` (then it is replaced as a whole); see the
+  module docstring."""
   mcfg, scfg = loaded.model.cfg, loaded.model.ssa
   if fmt not in FORMATS:
     raise ConversionError(f'--format={fmt!r} is not valid; expected one of {list(FORMATS)}.')
@@ -30,10 +167,12 @@ def export(loaded, out: str, fmt: str = 'auto') -> str:
   if fmt == 'hf' and not plain:  # e.g. yarn: no tau_* params, but a temperature all the same
     raise ConversionError(f'--format=hf cannot represent ssa.strategy={scfg.strategy!r}; '
                           'use --format=ssa (or auto).')
-  if fmt == 'hf':
-    save_hf(loaded.variables['params'], mcfg, out)
-  else:
-    extra = {'tokenizer': loaded.config.data.tokenizer, 'step': loaded.step,
-             'source': loaded.directory}
-    save_ssa(loaded.variables, mcfg, scfg, out, extra=extra)
+  source = getattr(loaded, 'directory', None)
+  with atomic_directory(out, overwrite, keep=[source] if source else []) as tmp:
+    if fmt == 'hf':
+      save_hf(loaded.variables['params'], mcfg, tmp)
+    else:
+      extra = {'tokenizer': loaded.config.data.tokenizer, 'step': loaded.step,
+               'source': loaded.directory}
+      save_ssa(loaded.variables, mcfg, scfg, tmp, extra=extra)
   return fmt
