@@ -17,13 +17,12 @@ naming the path or the differing fields.
 """
 
 import os
-import sys
 
 from absl import app
 from absl import flags
-from absl import logging
 from ml_collections import config_flags
 
+from ssa import cli
 from ssa import config_lib
 from ssa.checkpoint import CheckpointError
 from ssa.config_lib import ConfigError
@@ -57,8 +56,7 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   if (FLAGS.workdir is None) == (FLAGS.checkpoint is None):
     raise app.UsageError('Give exactly one of --workdir and --checkpoint.')
-  if not FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)
+  cli.quiet_logging()
   try:
     config = FLAGS.config
     if config is not None:
@@ -82,10 +80,9 @@ def main(argv):
     out = config.eval.output_dir or (os.path.join(FLAGS.workdir, 'eval') if FLAGS.workdir else
                                      os.path.join(os.path.dirname(loaded.directory), 'eval'))
     runner.run(config, loaded, out)
-  except (ConfigError, DataError, CheckpointError, FileNotFoundError, ValueError) as e:
-    print(f'ERROR: {type(e).__name__}: {e}', file=sys.stderr)
-    sys.exit(2)
+  except (ConfigError, DataError, CheckpointError, OSError, ValueError) as e:
+    cli.exit_with_error(e)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

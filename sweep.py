@@ -22,6 +22,7 @@ from absl import flags
 
 from ssa import cli
 from ssa import sweep
+from ssa import config_lib
 from ssa.config_lib import ConfigError
 
 FLAGS = flags.FLAGS
@@ -48,8 +49,8 @@ def main(argv):
   try:
     extra = sweep.parse_sets(FLAGS.set)
     runs = sweep.plan(FLAGS.sweep, FLAGS.size, FLAGS.seeds, FLAGS.root, extra)
-    for run in runs:  # bad --set fields fail here, before anything runs
-      sweep.make_config(run)
+    for run in runs:  # bad --set fields or values fail here, before anything runs
+      config_lib.validate(sweep.make_config(run))
     if FLAGS.print_commands:
       for run in runs:
         print(sweep.command(run, FLAGS.python, FLAGS.train_flags))
@@ -74,4 +75,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

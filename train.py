@@ -11,12 +11,13 @@ A non-finite loss saves the last good state and exits with status 3 (NonFiniteEr
 --coordinator, --num_processes, --process_id).
 """
 
-import sys
 
 from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
+
+from ssa import cli
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'ml_collections config file (configs/*.py).',
@@ -34,8 +35,7 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  if not FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO; --verbosity=0 shows it
+  cli.quiet_logging()  # orbax logs every save at INFO; --verbosity=0 shows it
   # JAX and the project are imported only here, after the flags are parsed, so that
   # jax.distributed.initialize() runs before anything can touch a JAX backend (it must).
   import jax  # pylint: disable=g-import-not-at-top
@@ -47,16 +47,17 @@ def main(argv):
   from ssa.config_lib import ConfigError  # pylint: disable=g-import-not-at-top
   from ssa.checkpoint import CheckpointError  # pylint: disable=g-import-not-at-top
   from ssa.data import DataError  # pylint: disable=g-import-not-at-top
+  from ssa.convert import ConversionError  # pylint: disable=g-import-not-at-top
   logging.info('JAX: %d process(es), %d devices (%s)', jax.process_count(), jax.device_count(),
                jax.devices()[0].device_kind)
   try:
     out = train_lib.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-  except (ConfigError, DataError, CheckpointError) as e:
-    print(f'ERROR: {type(e).__name__}: {e}', file=sys.stderr)
-    sys.exit(2)
+  except (ConfigError, DataError, CheckpointError, ConversionError) as e:
+    cli.exit_with_error(e)
+  except OSError as e:  # e.g. a full disk while writing metrics.jsonl: one line naming the file
+    cli.exit_with_error(e)
   except train_lib.NonFiniteError as e:
-    print(f'ERROR: {e}', file=sys.stderr)
-    sys.exit(3)
+    cli.exit_with_error(e, 3)
   if out['stopped_by']:
     logging.info('Stopped by %s at step %d (checkpoint saved).', out['stopped_by'], out['step'])
   if FLAGS.multihost or FLAGS.coordinator:
@@ -64,4 +65,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

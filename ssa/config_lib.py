@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import difflib
+import math
 from typing import Any, Optional
 
 import ml_collections
@@ -225,8 +227,11 @@ def validate(config, mesh: Optional[jax.sharding.Mesh] = None) -> tuple[ModelCon
   the typed views (model, ssa and the strategy's own checks), train, init_from, the optimizer,
   the mesh rules and, given the mesh, how the batch splits over it. Raises ConfigError naming the
   field; returns (ModelConfig, SSAConfig)."""
+  check_finite(config)
   mcfg, scfg = model_config(config.model), ssa_config(config.ssa)
   _check_train(config)
+  _check_data(config.data)
+  _check_checkpoint(config.checkpoint)
   _check_optim(config.optim, config.train.num_steps)
   rules = sharding.logical_rules(config.mesh)
   if mesh is not None:
@@ -234,9 +239,40 @@ def validate(config, mesh: Optional[jax.sharding.Mesh] = None) -> tuple[ModelCon
   return mcfg, scfg
 
 
+def check_finite(config, prefix: str = '') -> None:
+  """ConfigError naming the first float field (or element of a tuple field) that is NaN or
+  infinite: no field of the project means anything at NaN/inf (lr, eps, theta_init, ...)."""
+  for key, value in config.items():
+    name = f'{prefix}{key}'
+    if hasattr(value, 'items'):
+      check_finite(value, name + '.')
+      continue
+    for v in (value if isinstance(value, (tuple, list)) else (value,)):
+      if isinstance(v, float) and not math.isfinite(v):
+        raise ConfigError(f'{name}={value!r} is not a finite number; expected a finite value.')
+
+
+def seed_field(field: str, value) -> int:
+  """A seed: an integer in [0, 2**32 - 1] (the range grain and numpy accept)."""
+  if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**32:
+    raise ConfigError(f'{field}={value!r} is not valid; expected an integer in [0, 2**32 - 1].')
+  return value
+
+
+def _nonnegative_int(field: str, value) -> int:
+  if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    raise ConfigError(f'{field}={value!r} is not valid; expected an integer >= 0.')
+  return value
+
+
 def _check_train(config) -> None:
   t = config.train
+  seed_field('seed', config.seed)
   _choice('train.data_split', t.data_split, DATA_SPLITS)
+  ev = t.eval_every
+  if ev is not None and (isinstance(ev, bool) or not isinstance(ev, int) or ev < -1):
+    raise ConfigError(f'train.eval_every={ev!r} is not valid; expected an integer >= 0 '
+                      '(0 = only at the end) or -1 (never).')
   for f in ('num_steps', 'log_every'):
     v = t[f]
     if not isinstance(v, int) or v < 1:
@@ -255,6 +291,31 @@ def _check_train(config) -> None:
                       'different numbers of eval steps and hang; set data.eval_batches.')
 
 
+def _check_data(d) -> None:
+  seed_field('data.seed', d.seed)
+  _positive('data.batch_size', d.batch_size)
+  _positive('data.seq_len', d.seq_len)
+  _positive('data.num_threads', d.num_threads)
+  if d.eval_batches is not None:  # 0 would log a loss of 0 and a perplexity of 1.0
+    _positive('data.eval_batches', d.eval_batches)
+  if d.num_epochs is not None:
+    _positive('data.num_epochs', d.num_epochs)
+
+
+def _check_checkpoint(k) -> None:
+  _nonnegative_int('checkpoint.every', k.every)
+  _nonnegative_int('checkpoint.keep', k.keep)
+  for f in ('async_save', 'restore', 'fallback', 'overwrite'):
+    if f in k and not isinstance(k[f], bool):
+      raise ConfigError(f'checkpoint.{f}={k[f]!r}; expected True or False.')
+  if k.get('allow_changes') and not isinstance(k.allow_changes, str):
+    raise ConfigError(f'checkpoint.allow_changes={k.allow_changes!r}; expected a comma-separated '
+                      "string of fields (e.g. 'optim.lr,data.batch_size') or '*'.")
+
+
+ADAM_FAMILY = ('adam', 'adamw')
+
+
 def _check_optim(o, num_steps: int) -> None:
   _choice('optim.mode', o.mode, OPTIM_MODES)
   _choice('optim.optimizer', o.optimizer, OPTIMIZERS)
@@ -271,6 +332,18 @@ def _check_optim(o, num_steps: int) -> None:
                         f'optim.warmup_steps={warmup} for the cosine schedule.')
   if o.clip_norm and o.clip_norm < 0:
     raise ConfigError(f'optim.clip_norm={o.clip_norm!r}; expected a positive number, 0 or None.')
+  adam = o.optimizer in ADAM_FAMILY or (o.temperature_group and o.tau_optimizer in ADAM_FAMILY)
+  if adam:
+    if not isinstance(o.eps, (int, float)) or o.eps <= 0:
+      raise ConfigError(f'optim.eps={o.eps!r}: Adam divides by sqrt(v) + eps, and a parameter '
+                        'whose gradient is 0 (e.g. an unused embedding row) then gets 0/0 = NaN; '
+                        'expected eps > 0 (default 1e-8).')
+    for f in ('b1', 'b2'):
+      if not isinstance(o[f], (int, float)) or not 0.0 <= o[f] < 1.0:
+        raise ConfigError(f'optim.{f}={o[f]!r} is not valid; expected a number in [0, 1).')
+  for f in ('weight_decay', 'tau_weight_decay', 'min_lr_ratio'):
+    if not isinstance(o[f], (int, float)) or o[f] < 0:
+      raise ConfigError(f'optim.{f}={o[f]!r} is not valid; expected a number >= 0.')
 
 
 def _check_batch(config, mesh, rules) -> None:
@@ -307,18 +380,72 @@ def parse_overrides(items) -> dict:
   return out
 
 
+def all_fields(config, prefix: str = '') -> list[str]:
+  """Every dotted leaf field name of the ConfigDict `config` ('optim.lr', ...)."""
+  out = []
+  for key, value in config.items():
+    if hasattr(value, 'items'):
+      out += all_fields(value, f'{prefix}{key}.')
+    else:
+      out.append(f'{prefix}{key}')
+  return out
+
+
+def unknown_field_error(config, key: str, what: str) -> ConfigError:
+  """ConfigError for a field `key` the config does not have, naming the closest fields."""
+  close = difflib.get_close_matches(key, all_fields(config), n=3, cutoff=0.6)
+  hint = f'; did you mean {" or ".join(close)}?' if close else ''
+  section = key.rpartition('.')[0]
+  if not close and section and section in config:
+    hint = f'; fields of {section}: {sorted(config[section].keys())}'
+  return ConfigError(f'{what}: the config has no field {key!r}{hint}')
+
+
+_BOOL_STRINGS = {'true': True, 'false': False, '1': True, '0': False}
+
+
+def _coerce(key: str, value, kind: type):
+  """`value` as the declared type `kind` of field `key` (ConfigError if it cannot be)."""
+  if value is None or kind is type(None) or kind is None:
+    return value
+  if kind is bool:
+    if isinstance(value, str) and value.lower() in _BOOL_STRINGS:
+      return _BOOL_STRINGS[value.lower()]
+    if isinstance(value, bool):
+      return value
+  elif kind is int:
+    if isinstance(value, int) and not isinstance(value, bool):
+      return value
+  elif kind is float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+      return float(value)
+  elif kind in (tuple, list):
+    if isinstance(value, (tuple, list)):
+      return kind(value)
+  elif kind is str:
+    if isinstance(value, str):
+      return value
+  else:
+    return value
+  raise ConfigError(f'--set {key}={value!r}: expected a value of type {kind.__name__} for '
+                    f'{key}, got {type(value).__name__}.')
+
+
 def apply_overrides(config, overrides):
   """Sets each dotted field of the mapping `overrides` in the ConfigDict `config` (in place) and
-  returns it; a field the config does not have raises ValueError naming it."""
+  returns it. Values are checked against the field's declared type the way --config.* flags
+  are (an int where a float is declared is converted; 'true'/'false' strings set bool fields);
+  an unknown field or a value of the wrong type raises ConfigError naming the field."""
   for key, value in overrides.items():
     node = config
     *parents, leaf = key.split('.')
     for p in parents:
-      if p not in node:
-        raise ValueError(f'Override {key}={value!r}: the config has no field {key!r}.')
+      if p not in node or not hasattr(node[p], 'items'):
+        raise unknown_field_error(config, key, f'--set {key}={value!r}')
       node = node[p]
-    if leaf not in node:
-      raise ValueError(f'Override {key}={value!r}: the config has no field {key!r}.')
-    with node.ignore_type():  # placeholders (None) take a value; ints where floats are expected
+    if leaf not in node or hasattr(node[leaf], 'items'):
+      raise unknown_field_error(config, key, f'--set {key}={value!r}')
+    value = _coerce(key, value, node.get_type(leaf))
+    with node.ignore_type():  # the type was checked above (placeholders: None -> value)
       node[leaf] = value
   return config

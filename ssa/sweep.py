@@ -112,6 +112,9 @@ def parse_seeds(seeds: Union[str, Sequence[int]]) -> list[int]:
     raise SweepError(f'seeds={seeds!r}: expected comma-separated integers.') from e
   if not out or len(set(out)) != len(out):
     raise SweepError(f'seeds={seeds!r}: expected distinct integers, at least one.')
+  bad = [s for s in out if not 0 <= s < 2**32]
+  if bad:
+    raise SweepError(f'seeds={seeds!r}: {bad} out of range; expected integers in [0, 2**32 - 1].')
   return out
 
 

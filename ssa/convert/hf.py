@@ -391,6 +391,10 @@ def _local_dir(path_or_repo: str, revision: Optional[str]) -> str:
   path = os.path.expanduser(path_or_repo)
   if os.path.isdir(path):
     return path
+  if path_or_repo.startswith(('/', '~', '.')) and not os.path.exists(path):
+    raise ConversionError(f'{path_or_repo!r}: no such directory; expected a checkpoint '
+                          'directory (config.json + *.safetensors) or a hub repository id '
+                          '"org/name".')
   if os.path.exists(path) or path_or_repo.count('/') != 1:
     raise ConversionError(f'{path_or_repo!r} is neither a checkpoint directory (config.json + '
                           '*.safetensors) nor a hub repository id "org/name".')
@@ -399,9 +403,15 @@ def _local_dir(path_or_repo: str, revision: Optional[str]) -> str:
   except ImportError as e:
     raise ConversionError(f'{path_or_repo!r} is not a local directory, and downloading it from '
                           'the hub needs the huggingface_hub package.') from e
-  return huggingface_hub.snapshot_download(
-      path_or_repo, revision=revision, allow_patterns=['config.json', '*.safetensors',
-                                                       '*.safetensors.index.json'])
+  try:
+    return huggingface_hub.snapshot_download(
+        path_or_repo, revision=revision, allow_patterns=['config.json', '*.safetensors',
+                                                         '*.safetensors.index.json'])
+  except Exception as e:  # pylint: disable=broad-except  (offline, unknown repo, auth, ...)
+    first = (str(e).strip().splitlines() or [''])[0][:300]
+    raise ConversionError(f'{path_or_repo!r} is not a local directory and could not be '
+                          f'downloaded from the Hugging Face hub ({type(e).__name__}: {first}).') \
+        from e
 
 
 def load_hf_tensors(path_or_repo: str, revision: Optional[str] = None) -> tuple[dict, dict, str]:
