@@ -48,7 +48,7 @@ def data_config() -> ml_collections.ConfigDict:
   d.num_epochs = _opt(int)       # training epochs over the data; None = repeat forever
   d.data_dir = '~/.cache/ssa_data'  # cache root: downloads, tfds array_record builds, pre-tokenized arrays
   d.tfds_data_dir = _opt(str)    # tfds catalog datasets: data_dir (local or gs://bucket/tensorflow_datasets); None = <data_dir>/tfds
-  d.tfds_download = True         # tfds catalog datasets: download and prepare if not found in tfds_data_dir
+  d.tfds_download = False        # tfds catalog datasets: True = download and prepare if not prepared in tfds_data_dir (needs network); False = DataError if not prepared
   d.text_key = 'text'            # tfds catalog datasets: record feature that holds the document text
   d.train_split = 'train'        # split used for training
   d.eval_split = 'validation'    # split used for evaluation
@@ -134,7 +134,9 @@ def checkpoint_config() -> ml_collections.ConfigDict:
   k.keep = 3                     # keep the last this many checkpoints (0 = all)
   k.async_save = True            # write checkpoints in a background thread (training continues)
   k.restore = True               # resume from the latest checkpoint in workdir if there is one
-  k.fallback = False             # if the latest checkpoint cannot be restored, try older ones (else: error naming it)
+  k.fallback = False             # if the latest checkpoint's files cannot be read (corrupt, truncated), set it aside and try older ones (else: error naming it); never for a config mismatch
+  k.overwrite = False            # with restore=False: delete the run already in the workdir (checkpoints, metrics, tb, run_config.json) instead of refusing
+  k.allow_changes = ''           # resume although these fields differ from the run's saved config: 'optim.lr,data.batch_size' or '*' (README "Failure behaviour")
   return k
 
 

@@ -14,10 +14,12 @@ with explicit in/out shardings and the state donated. Inside it:
      weighted token losses; at the end both are divided by the total weight. This is exactly the
      gradient of the weighted mean loss over the whole batch (what one large batch gives).
   2. optax update (ssa/optim.py), new params.
-  3. NaN/Inf guard (train.nan_guard): if the loss or the gradient norm is not finite, the update is
-     discarded and state.finite becomes False; from then on every step is a no-op (sticky), so the
-     state stays the last good one until the host sees the flag at its next sync point, saves that
-     state and stops with NonFiniteError naming the step.
+  3. NaN/Inf guard (train.nan_guard): if the loss, the gradient norm, or any value of the updated
+     params or optimizer state (what would be kept) is not finite, the update is discarded and
+     state.finite becomes False; from then on every step is a no-op (sticky), so the state stays
+     the last good one until the host sees the flag at its next sync point, saves that state
+     (after checking it is finite) and stops with NonFiniteError naming the step and what to
+     change.
 
 Loss: sum(cross_entropy * weights) / sum(weights) over the batch (float32 logits).
 Mixed precision: model.dtype='bfloat16' computes in bf16 with model.param_dtype='float32' params
@@ -50,6 +52,8 @@ from ssa import optim
 from ssa import pretrained
 from ssa import sharding as shard_lib
 from ssa import statistics
+from ssa import workdir as workdir_lib
+from ssa.data import DataError
 from ssa.data.per_process import make_eval_data, make_train_data
 from ssa.model import Transformer, is_temperature_path, param_counts
 from ssa.signals import StopFlag
@@ -99,6 +103,13 @@ def loss_terms(params, constants, batch, *, model: Transformer, loss_scale=1.0,
   return loss_sum, (jnp.sum(w), taus)
 
 
+def all_finite(tree) -> jax.Array:
+  """True iff every floating-point value of `tree` is finite (one fused reduction)."""
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+            if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.ones((), bool)
+
+
 def _micro_split(x, m: int, sharding):
   """[B, ...] -> [M, B/M, ...] with micro-batch i = rows i, i+M, i+2M, ... (device-local)."""
   y = x.reshape((x.shape[0] // m, m) + x.shape[1:]).swapaxes(0, 1)
@@ -137,12 +148,14 @@ def train_step(state: TrainState, batch, *, model: Transformer, tx: optax.Gradie
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   new = state.replace(step=step, params=params, opt_state=opt_state)
-  ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+  finite_loss = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+  ok = finite_loss & all_finite((params, opt_state)) if nan_guard else finite_loss
   if nan_guard:
     good = state.finite & ok
     new = jax.tree.map(lambda n, o: jnp.where(good, n, o), new, state)
     new = new.replace(finite=good)
   metrics = {'loss': loss, 'grad_norm': grad_norm, 'tokens': wsum, 'finite': ok,
+             'finite_loss': finite_loss,
              'param_norm': optax.tree.norm(params)}
   metrics.update({name: fn(state.step) for name, fn in schedules.items()})  # lr (, tau_lr)
   metrics.update({k: v / denom for k, v in taus.items()})
@@ -287,9 +300,27 @@ def evaluate(s: Setup, state: TrainState) -> dict[str, float]:
     out = jax.device_get(out)
     total += [out['loss_sum'], out['weights']]
     n += 1
-  loss = total[0] / max(total[1], 1.0)
+  if total[1] <= 0:  # a loss of 0 and a perplexity of 1.0 would be reported
+    raise DataError(f'data.eval_split={s.config.data.eval_split!r} of data.dataset='
+                    f'{s.config.data.dataset!r} gave no tokens to evaluate in {n} batch(es).')
+  loss = total[0] / total[1]
   return {'loss': float(loss), 'perplexity': float(math.exp(min(loss, 80.0))),
           'tokens': float(total[1]), 'batches': n}
+
+
+def check_eval_data(config) -> None:
+  """DataError now, before any training step, if the eval split cannot be opened or holds no
+  token (else the run would fail, or report perplexity 1.0, at its first eval)."""
+  it, _ = make_eval_data(config)
+  try:
+    first = next(iter(it))
+  except StopIteration:
+    first = None
+  if first is None or float(np.sum(first['weights'])) <= 0:
+    raise DataError(f'data.eval_split={config.data.eval_split!r} of data.dataset='
+                    f'{config.data.dataset!r} holds no tokens to evaluate (train.eval_every='
+                    f'{config.train.eval_every} asks for evaluation); give the dataset that '
+                    'split, or set train.eval_every=-1.')
 
 
 # ----------------------------------------------------------------------------- loop
@@ -314,8 +345,10 @@ def train_and_evaluate(config, workdir: str, mesh=None) -> dict[str, Any]:
             break
       else:
         run.finish()  # final eval (unless just done) and checkpoint
-    finally:
-      run.close()
+    except BaseException:
+      run.close(raise_errors=False)  # the first error is the one reported
+      raise
+    run.close()
   return run.result()
 
 
@@ -330,20 +363,35 @@ class Run:
   def __init__(self, config, workdir: str, mesh=None):
     t0 = time.time()
     self.cfg = cfg = config
-    self.s = setup(config, mesh)
-    if jax.process_index() == 0:
-      os.makedirs(workdir, exist_ok=True)
+    self.s = setup(config, mesh)  # every config check, before the workdir is touched
+    self.lease = workdir_lib.claim(workdir, cfg)  # lock, run identity (ssa/workdir.py)
+    self.ckpt = None
+    self.writer = None
+    try:
+      self._open(workdir, t0)
+    except BaseException:
+      self.close(raise_errors=False)
+      raise
+
+  def _open(self, workdir: str, t0: float):
+    cfg = self.cfg
+    ev = cfg.train.eval_every
+    self.eval_every = None if ev is not None and ev < 0 else ev  # None = never
     self.it, tokenizer = make_train_data(cfg)
     if tokenizer.vocab_size > self.s.model.cfg.vocab_size:
       raise config_lib.ConfigError(
           f'model.vocab_size={self.s.model.cfg.vocab_size} is smaller than the tokenizer '
           f'{cfg.data.tokenizer!r} vocabulary ({tokenizer.vocab_size}); set model.vocab_size.')
+    if self.eval_every is not None:  # every split the run needs opens before step 1
+      check_eval_data(cfg)
+    self.lease.clear()  # checkpoint.overwrite: the previous run goes now, not before the checks
     self.ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, 'checkpoints'), cfg.checkpoint)
     self.state, self.restored, init_msg = self._restore_or_init()
+    self.lease.commit()  # run_config.json: this run's identity (or its accepted changes)
+    if self.lease.message:
+      init_msg = '\n'.join(m for m in (self.lease.message, init_msg) if m)
     self.step = int(jax.device_get(self.state.step))
     self.num_steps = cfg.train.num_steps
-    ev = cfg.train.eval_every
-    self.eval_every = None if ev is not None and ev < 0 else ev  # None = never
     self.peak, peak_src = metrics_lib.peak_flops(cfg.train.peak_flops_per_device)
     self.writer = metrics_lib.MetricWriter(workdir, tensorboard=cfg.train.tensorboard,
                                            progress_bar=cfg.train.progress_bar,
@@ -424,7 +472,8 @@ class Run:
     if bad is not None and self.cfg.train.nan_guard:
       self._stop_non_finite(*bad)
     B, T = self.cfg.data.batch_size, self.cfg.data.seq_len
-    rec = {k: float(np.asarray(v)) for k, v in fetched[-1].items() if k != 'finite'}
+    rec = {k: float(np.asarray(v)) for k, v in fetched[-1].items()
+           if k not in ('finite', 'finite_loss')}
     if dt:
       rec['tokens_per_s'] = len(self.pending) * B * T / dt
       rec['step_time_s'] = dt / len(self.pending)
@@ -437,15 +486,33 @@ class Run:
     self.pending = []
 
   def _stop_non_finite(self, bad_step: int, m):
-    """The state kept by the guard is the one before `bad_step` (updates after it are no-ops)."""
+    """The state kept by the guard is the one before `bad_step` (updates after it are no-ops);
+    it is saved only after checking on the host that every value of it is finite."""
     good = bad_step - 1
-    self.save(good, self.state.replace(finite=jnp.ones((), bool)))
-    self.ckpt.wait()
+    o = self.cfg.optim
+    if bool(m['finite_loss']):
+      what = (f'the loss ({float(m["loss"]):.4g}) and gradient norm ({float(m["grad_norm"]):.4g}) '
+              'were finite but the optimizer update made parameters or optimizer state '
+              f'non-finite (optim.optimizer={o.optimizer!r}, optim.lr={o.lr:g}, '
+              f'optim.eps={o.eps:g})')
+      change = 'raise optim.eps or lower optim.lr'
+    else:
+      what = f'loss={float(m["loss"])}, grad_norm={float(m["grad_norm"])}'
+      change = ('lower optim.lr, lengthen optim.warmup_steps or set optim.clip_norm; or inspect '
+                'the data')
+    kept = self.state.replace(finite=jnp.ones((), bool))
+    if bool(jax.device_get(all_finite((kept.params, kept.opt_state)))):
+      self.save(good, kept)
+      self.ckpt.wait()
+      saved = (f'The last good state (step {good}) is saved in {self.ckpt.step_dir(good)}; '
+               'earlier checkpoints are untouched.')
+    else:  # cannot happen with the guard on; never keep a non-finite state as "good"
+      saved = 'The state in memory is not finite, so nothing was saved.'
     raise NonFiniteError(
-        f'Non-finite loss or gradient at step {bad_step} (loss={float(m["loss"])}, '
-        f'grad_norm={float(m["grad_norm"])}); training stopped. The last good state '
-        f'(step {good}) is saved in {self.ckpt.step_dir(good)}; earlier checkpoints are '
-        'untouched. Lower the learning rate or inspect the data, then resume.')
+        f'Non-finite values at step {bad_step}: {what}; training stopped. {saved} Resuming with '
+        f'the same config replays the same batch: {change}, then resume with the changed fields '
+        f'named in --config.checkpoint.allow_changes (e.g. --config.optim.lr={o.lr / 3:g} '
+        '--config.checkpoint.allow_changes=optim.lr).')
 
   def evaluate_save_or_stop(self, stop) -> bool:
     """Periodic eval and checkpoint; True when a stop was requested (checkpoint saved)."""
@@ -473,9 +540,16 @@ class Run:
       self.writer.write(self.step, self.last_eval, kind='eval')
     self.save(self.step, self.state)
 
-  def close(self):
-    self.ckpt.close()
-    self.writer.close()
+  def close(self, raise_errors: bool = True):
+    """Waits for the last save (its error raised unless raise_errors=False) and frees the
+    workdir; safe to call on a half-opened run."""
+    try:
+      if self.ckpt is not None:
+        self.ckpt.close(raise_errors=raise_errors)
+    finally:
+      if self.writer is not None:
+        self.writer.close()
+      self.lease.release()
 
   def result(self) -> dict[str, Any]:
     return {'step': self.step, 'history': self.history, 'eval': self.last_eval,

@@ -13,7 +13,7 @@ LAYERS = [
     ('ssa.errors',),
     ('ssa.kernels', 'ssa.strategies', 'ssa.sharding', 'ssa.data', 'ssa.metrics', 'ssa.plots',
      'ssa.checkpoint', 'ssa.signals'),
-    ('ssa.config_lib',),
+    ('ssa.config_lib', 'ssa.workdir'),
     ('ssa.attention',),
     ('ssa.model', 'ssa.summary'),
     ('ssa.convert',),

@@ -199,7 +199,7 @@ def test_weight_decay_mask():
 
 def test_nan_stops_with_error_and_keeps_last_good_checkpoint(tmp_path):
   c = _config(**{'train.inject_nan_at_step': 8, 'checkpoint.every': 3, 'train.log_every': 5})
-  with pytest.raises(train_lib.NonFiniteError, match=r'step 8 .*last good state \(step 7\)'):
+  with pytest.raises(train_lib.NonFiniteError, match=r'step 8\b.*last good state \(step 7\)'):
     train_lib.train_and_evaluate(c, str(tmp_path))
   ck = ckpt_lib.Checkpointer(os.path.join(tmp_path, 'checkpoints'), c.checkpoint)
   assert ck.steps() == [3, 6, 7]

@@ -99,7 +99,8 @@ def load(config=None, *, workdir: Optional[str] = None, checkpoint: Optional[str
   """Restore params (+ constants) for evaluation; see the module docstring."""
   directory, step = resolve(workdir, checkpoint, step)
   ck = ckpt_lib.Checkpointer(directory, ml_collections.ConfigDict({'keep': None,
-                                                                   'async_save': False}))
+                                                                   'async_save': False}),
+                             writer=False)
   try:
     step = _pick_step(ck, directory, step)
     try:
