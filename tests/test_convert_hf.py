@@ -222,7 +222,7 @@ def test_config_that_does_not_match_the_weights_raises(gpt2_dir):
 def test_not_a_checkpoint_raises(tmp_path):
   with pytest.raises(ConversionError, match='config.json'):
     convert.load_hf(str(tmp_path))
-  with pytest.raises(ConversionError, match='neither'):
+  with pytest.raises(ConversionError, match='no such directory'):
     convert.load_hf(str(tmp_path / 'nope' / 'deeper'))
 
 

@@ -183,16 +183,19 @@ def test_lock_stops_a_second_process_and_dies_with_its_holder(tmp_path):
 # ----------------------------------------------------------------------------- 4. splits
 
 
-def test_a_missing_eval_split_fails_before_step_one(tmp_path):
+@pytest.mark.parametrize('split,match', [
+    ('validation', "split 'validation' has zero documents"),  # one text file: nothing to hold out
+    ('test', "split 'test'"),                                 # a split the corpus does not have
+])
+def test_a_missing_eval_split_fails_before_step_one(tmp_path, split, match):
   text = tmp_path / 'corpus.txt'
   text.write_text('To be, or not to be, that is the question.\n' * 200)
   c = _config(**{'data.dataset': str(text), 'data.data_dir': str(tmp_path / 'cache'),
-                 'train.eval_every': 5, 'train.num_steps': 10, 'data.eval_split': 'test'})
+                 'train.eval_every': 5, 'train.num_steps': 10, 'data.eval_split': split})
   wd = str(tmp_path / 'run')
-  with pytest.raises(DataError, match="split 'test'"):
+  with pytest.raises(DataError, match=match):
     train_lib.train_and_evaluate(c, wd)
-  assert not os.path.exists(os.path.join(wd, 'checkpoints')) or not _steps(wd)
-  assert not os.path.exists(os.path.join(wd, 'metrics.jsonl')) or not _train_records(wd)
+  assert sorted(os.listdir(wd)) == ['.lock']  # no checkpoint, no metrics, no identity
 
 
 # ----------------------------------------------------------------------------- 7. checksums
