@@ -134,20 +134,22 @@ class Attention(nn.Module):
     """softmax((tau_q q)(tau_k k)^T / sqrt(d_h)) (tau_v v): scales q, k, v by their temperatures
     (float32) and calls one attention kernel (ssa/kernels.py), through the kv-cache when decoding."""
     q, k, v = (_scale(t, taus.get(e)) for e, t in (('q', q_BTHD), ('k', k_BTKD), ('v', v_BTKD)))
-    mask = None
+    q_positions = None
     if self.decode:
-      k, v, mask = self._update_cache(k, v, index_BT)
+      k, v, q_positions = self._update_cache(k, v, index_BT)
     backend = ('reference' if self.capture else
-               kernels.resolve_backend(self.ssa.backend, jnp.dtype(self.cfg.dtype)))
-    out = kernels.attention(q, k, v, backend=backend, segment_ids=segment_ids_BT, mask=mask,
-                            return_probs=self.capture)
+               kernels.resolve_backend(self.ssa.backend, jnp.dtype(self.cfg.dtype),
+                                       decode=self.decode))
+    out = kernels.attention(q, k, v, backend=backend, segment_ids=segment_ids_BT,
+                            q_positions=q_positions, return_probs=self.capture)
     if self.capture:
       out, probs_BHTS = out
       self.sow('intermediates', 'attention_probs', probs_BHTS)
     return out
 
   def _update_cache(self, k_BTKD, v_BTKD, index_BT):
-    """Write this step's (pre-scaled) keys/values at their absolute slots; mask = slots <= index.
+    """Write this step's (pre-scaled) keys/values at their absolute slots; returns the cache's
+    keys and values and the query positions (slot j is visible iff j <= position).
 
     The cache length is fixed by the token array the cache was initialised with
     (ssa.model.init_cache); decoding past it is not checked inside jit.
@@ -155,16 +157,14 @@ class Attention(nn.Module):
     initialised = self.has_variable('cache', 'k')
     k_var = self.variable('cache', 'k', jnp.zeros, k_BTKD.shape, k_BTKD.dtype)
     v_var = self.variable('cache', 'v', jnp.zeros, v_BTKD.shape, v_BTKD.dtype)
-    if not initialised:  # init call: shapes only
-      return k_BTKD, v_BTKD, kernels.make_mask(None, k_BTKD.shape[1])
+    if not initialised:  # init call: shapes only (causal over the given tokens)
+      return k_BTKD, v_BTKD, index_BT
     start = index_BT[0, 0]
     k_var.value = jax.lax.dynamic_update_slice(k_var.value, k_BTKD.astype(k_var.value.dtype),
                                                (0, start, 0, 0))
     v_var.value = jax.lax.dynamic_update_slice(v_var.value, v_BTKD.astype(v_var.value.dtype),
                                                (0, start, 0, 0))
-    S = k_var.value.shape[1]
-    mask_B1TS = (jnp.arange(S)[None, None, None, :] <= index_BT[:, None, :, None])
-    return k_var.value, v_var.value, mask_B1TS
+    return k_var.value, v_var.value, index_BT
 
 
 def _scale(t_BTHD, tau_BTH):

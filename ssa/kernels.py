@@ -12,11 +12,19 @@ grouped-query attention), D head dim. Masking is causal (query i sees keys j <= 
 caller passes an explicit boolean `mask` [B, 1, T, S] instead (ssa/attention.py builds it from the
 absolute positions).
 
-Backends: `reference` (einsum + softmax in float32; can return probabilities), `xla`
-(jax.nn.dot_product_attention, implementation='xla'), `cudnn` (same API, implementation='cudnn',
-NVIDIA GPU only, bf16/fp16), `splash` (Pallas splash attention, TPU only, imported lazily).
-`auto` picks splash on TPU, cudnn on GPU for 16-bit dtypes, xla otherwise. A backend the platform
-lacks raises BackendError; nothing is swapped silently.
+Backends: `flash` (ssa/flash.py: blockwise online-softmax attention in pure JAX with a
+recomputing custom VJP; O(T) memory, masks computed per block, GQA without repeating k/v; every
+platform), `reference` (einsum + softmax in float32; can return probabilities), `xla`
+(jax.nn.dot_product_attention, implementation='xla'; materialises [T, S] logits and, with
+segment ids, a [B, 1, T, S] mask), `cudnn` (same API, implementation='cudnn', NVIDIA GPU only,
+bf16/fp16), `splash` (Pallas splash attention, TPU only, imported lazily).
+`auto` picks splash on TPU (flash when decoding with the kv-cache, which splash cannot), cudnn on
+GPU for 16-bit dtypes, flash otherwise. A backend the platform lacks raises BackendError; nothing
+is swapped silently.
+
+For kv-cache decoding the caller passes `q_positions` [B, T] (the absolute positions of the
+queries): key slot j is visible to query i iff j <= q_positions[i] (flash computes this per
+block; the other backends get it as a [B, 1, T, S] mask).
 """
 
 from __future__ import annotations
@@ -27,24 +35,27 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
+from ssa import flash
 from ssa.errors import ConfigError
 
-BACKENDS = ('reference', 'xla', 'cudnn', 'splash')
+BACKENDS = ('flash', 'reference', 'xla', 'cudnn', 'splash')
 
 
 class BackendError(ConfigError):
   """The requested attention backend cannot run on this platform or with these arguments."""
 
 
-def resolve_backend(backend: str, dtype, platform: Optional[str] = None) -> str:
-  """Concrete backend for `backend` ('auto' or a name) on `platform` (default: jax's default)."""
+def resolve_backend(backend: str, dtype, platform: Optional[str] = None,
+                    decode: bool = False) -> str:
+  """Concrete backend for `backend` ('auto' or a name) on `platform` (default: jax's default);
+  decode: the call reads the kv-cache."""
   platform = platform or jax.default_backend()
   if backend == 'auto':
-    if platform == 'tpu':
+    if platform == 'tpu' and not decode:
       return 'splash'
     if platform == 'gpu' and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16):
       return 'cudnn'
-    return 'xla'
+    return 'flash'
   if backend not in BACKENDS:
     raise BackendError(f'ssa.backend={backend!r} is not valid; expected one of '
                        f"{['auto', *BACKENDS]}.")
@@ -68,15 +79,18 @@ def make_mask(segment_ids_BT: Optional[jax.Array], T: int) -> jax.Array:
 
 def attention(q_BTHD, k_BSKD, v_BSKD, *, backend: str = 'xla',
               segment_ids: Optional[jax.Array] = None, mask: Optional[jax.Array] = None,
-              scale: Optional[float] = None, return_probs: bool = False):
+              q_positions: Optional[jax.Array] = None, scale: Optional[float] = None,
+              return_probs: bool = False):
   """Causal (segment-masked) multi-head attention of pre-scaled q, k, v.
 
   Args:
     q_BTHD, k_BSKD, v_BSKD: queries, keys, values (already multiplied by their temperatures).
     backend: a concrete backend name (see resolve_backend).
     segment_ids: optional [B, T] packed-document ids; attention never crosses documents.
-    mask: optional explicit boolean mask [B, 1, T, S] (True = attend), used for kv-cache decoding;
-      replaces the causal/segment mask.
+    mask: optional explicit boolean mask [B, 1, T, S] (True = attend); replaces the
+      causal/segment mask (not for flash).
+    q_positions: optional [B, T] absolute query positions for kv-cache decoding: key slot j is
+      visible iff j <= q_positions (replaces the causal mask; no segment ids).
     scale: logit scale, default 1/sqrt(D).
     return_probs: also return the probabilities [B, H, T, S] (reference backend only).
 
@@ -91,6 +105,20 @@ def attention(q_BTHD, k_BSKD, v_BSKD, *, backend: str = 'xla',
   if return_probs and backend != 'reference':
     raise BackendError(f'Attention probabilities are only returned by the reference backend, '
                        f'not {backend!r}.')
+  S = k_BSKD.shape[1]
+  if backend == 'flash':
+    if mask is not None:
+      raise BackendError('The flash backend computes its mask per block; pass q_positions '
+                         '(kv-cache decoding) or segment_ids, not an explicit mask.')
+    if q_positions is None:
+      pos = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (B, T))
+      return flash.flash_attention(q_BTHD, k_BSKD, v_BSKD, q_pos_BT=pos, kv_pos_BS=pos,
+                                   q_seg_BT=segment_ids, kv_seg_BS=segment_ids, scale=scale)
+    kv = jnp.broadcast_to(jnp.arange(S, dtype=jnp.int32), (B, S))
+    return flash.flash_attention(q_BTHD, k_BSKD, v_BSKD, q_pos_BT=q_positions, kv_pos_BS=kv,
+                                 scale=scale)
+  if q_positions is not None:
+    mask = jnp.arange(S)[None, None, None, :] <= q_positions[:, None, :, None]
   if backend == 'reference':
     return _reference(q_BTHD, k_BSKD, v_BSKD, segment_ids, mask, scale, return_probs)
   if backend in ('xla', 'cudnn'):
@@ -104,7 +132,7 @@ def attention(q_BTHD, k_BSKD, v_BSKD, *, backend: str = 'xla',
   if backend == 'splash':
     if mask is not None:
       raise BackendError("The splash backend has no explicit-mask (kv-cache decoding) path; "
-                         "decode with ssa.backend='xla'.")
+                         "decode with ssa.backend='flash' (or auto).")
     return _splash(q_BTHD, k_BSKD, v_BSKD, segment_ids, scale)
   raise BackendError(f'Unknown attention backend {backend!r}; expected one of {list(BACKENDS)}.')
 

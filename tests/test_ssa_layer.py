@@ -44,11 +44,20 @@ def _check_paths_agree(apply_fn, params):
   assert temp < 1e-4, temp       # every temperature parameter, leaf by leaf
 
 
+@pytest.fixture
+def small_flash_blocks(monkeypatch):
+  """flash blocks of 5 rows, so T=12 spans 3 blocks (the last one partial)."""
+  from ssa import flash  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(flash, 'DEFAULT_BLOCK_Q', 5)
+  monkeypatch.setattr(flash, 'DEFAULT_BLOCK_K', 5)
+
+
 @pytest.mark.parametrize('family', ['gpt2', 'neox', 'llama'])
 @pytest.mark.parametrize('variant', sorted(tl.VARIANTS))
-@pytest.mark.parametrize('backend', ['reference', 'xla'])
-def test_layer_prescaled_equals_logit_scaling(family, variant, backend):
-  """Every variant x backend x attention layout (GPT-2 bias, NeoX partial rotary, Llama GQA)."""
+@pytest.mark.parametrize('backend', ['reference', 'xla', 'flash'])
+def test_layer_prescaled_equals_logit_scaling(family, variant, backend, small_flash_blocks):
+  """Every variant x backend x attention layout (GPT-2 bias, NeoX partial rotary, Llama GQA);
+  flash with blocks smaller than T (packed segments cross block boundaries)."""
   mcfg, scfg = tl.configs(family, **tl.VARIANTS[variant], backend=backend)
   layer = attention.Attention(mcfg, scfg)
   x = jax.random.normal(jax.random.PRNGKey(3), (B, T, mcfg.d_model))
@@ -63,8 +72,9 @@ def test_layer_prescaled_equals_logit_scaling(family, variant, backend):
 
 @pytest.mark.parametrize('family', ['gpt2', 'neox', 'llama'])
 @pytest.mark.parametrize('variant', ['ssa', 'qkv', 'no_sharing', 'reset_at_eos', 'frequency'])
-def test_model_prescaled_equals_logit_scaling(family, variant):
-  model, variables = tl.build(family, **tl.VARIANTS[variant], backend='xla')
+@pytest.mark.parametrize('backend', ['xla', 'flash'])
+def test_model_prescaled_equals_logit_scaling(family, variant, backend, small_flash_blocks):
+  model, variables = tl.build(family, **tl.VARIANTS[variant], backend=backend)
   toks = tl.tokens(B, T)
   _check_paths_agree(
       lambda p, ls: tl.apply_with(ls, model.apply, {**variables, 'params': p}, toks,
@@ -191,7 +201,7 @@ def test_log_frequency_table_is_standardised():
     ('slope', 'exp', 'ssa.slope'),
     ('granularity', 'token', 'ssa.granularity'),
     ('phi', 'relu', 'ssa.phi'),
-    ('backend', 'flash', 'ssa.backend'),
+    ('backend', 'flash2', 'ssa.backend'),
     ('theta_init', 6.0, 'ssa.theta_init'),
     ('linear_min_tau', -1.0, 'ssa.linear_min_tau'),
 ])
@@ -223,10 +233,12 @@ def test_model_with_splash_backend_on_cpu_raises_naming_field():
 
 
 def test_auto_backend_choice_per_platform():
-  assert kernels.resolve_backend('auto', jnp.float32, 'cpu') == 'xla'
+  assert kernels.resolve_backend('auto', jnp.float32, 'cpu') == 'flash'
+  assert kernels.resolve_backend('auto', jnp.bfloat16, 'cpu') == 'flash'
   assert kernels.resolve_backend('auto', jnp.bfloat16, 'gpu') == 'cudnn'
-  assert kernels.resolve_backend('auto', jnp.float32, 'gpu') == 'xla'
+  assert kernels.resolve_backend('auto', jnp.float32, 'gpu') == 'flash'
   assert kernels.resolve_backend('auto', jnp.bfloat16, 'tpu') == 'splash'
+  assert kernels.resolve_backend('auto', jnp.bfloat16, 'tpu', decode=True) == 'flash'
 
 
 def test_probs_only_from_reference_backend():
