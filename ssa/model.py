@@ -98,7 +98,9 @@ class Transformer(nn.Module):
 
   @nn.compact
   def __call__(self, tokens_BT, positions=None, segment_ids=None, *, decode=False,
-               capture=False):
+               capture=False, return_hidden=False):
+    """Logits [B, T, vocab_size] (float32); return_hidden: the final-norm hidden states
+    [B, T, D] instead (head_logits(params, hidden, cfg) gives the same logits, e.g. in chunks)."""
     cfg = self.cfg
     B, T = tokens_BT.shape
     dtype = jnp.dtype(cfg.dtype)
@@ -143,6 +145,10 @@ class Transformer(nn.Module):
       x_BTD = block_cls(cfg, self.ssa, decode=decode, capture=capture, name=f'layer_{i}')(
           x_BTD, index_BT, n_BT, pos_BT, segment_ids, token_table_BT)
     x_BTD = _norm(cfg, 'ln_f')(x_BTD)
+    if return_hidden:
+      if not cfg.tie_embeddings and self.is_initializing():
+        nn.Dense(cfg.padded_vocab_size, use_bias=False, name='lm_head')(x_BTD)
+      return x_BTD
     if cfg.tie_embeddings:
       logits_BTV = embed.attend(x_BTD)
     else:
@@ -151,6 +157,15 @@ class Transformer(nn.Module):
                             kernel_init=Partitioned(nn.initializers.normal(cfg.init_std),
                                                     ('embed', 'vocab')))(x_BTD)
     return logits_BTV[..., :cfg.vocab_size].astype(jnp.float32)
+
+
+def head_logits(params, x_BTD, cfg: ModelConfig):
+  """The output head on hidden states: what Transformer returns after its final norm (the tied
+  embedding transposed, or lm_head), float32 logits [..., vocab_size]."""
+  dtype = jnp.dtype(cfg.dtype)
+  w_DV = (params['embed']['embedding'].T if cfg.tie_embeddings else params['lm_head']['kernel'])
+  logits = jnp.dot(x_BTD.astype(dtype), w_DV.astype(dtype))
+  return logits[..., :cfg.vocab_size].astype(jnp.float32)
 
 
 def init_params(model: Transformer, rng, batch_size: int = 1, seq_len: int = 8):

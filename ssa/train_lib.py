@@ -56,6 +56,7 @@ from ssa import workdir as workdir_lib
 from ssa.data import DataError
 from ssa.data.per_process import make_eval_data, make_train_data
 from ssa.model import Transformer, is_temperature_path, param_counts
+from ssa.model import head_logits as model_head
 from ssa.signals import StopFlag
 
 
@@ -79,17 +80,48 @@ def _variables(params, constants):
   return {'params': params, **constants}
 
 
+# Above this many logits (B * T * padded vocab) the loss is computed in row chunks whose logits
+# are recomputed in the backward pass: a [B, T, 50k] float32 array is 1.6 GB at T=8192.
+LOSS_CHUNK_LOGITS = 2**26
+
+
+def _chunked_token_losses(hidden_BTD, params, targets_BT, cfg):
+  """Cross-entropy of every token [B, T] from the hidden states, LOSS_CHUNK_LOGITS logits at a
+  time (jax.checkpoint per chunk: only the hidden states are kept for the backward pass)."""
+  B, T, D = hidden_BTD.shape
+  rows = max(1, LOSS_CHUNK_LOGITS // cfg.padded_vocab_size)
+  n = B * T
+  nc = -(-n // rows)
+  h = jnp.pad(hidden_BTD.reshape(n, D), ((0, nc * rows - n), (0, 0))).reshape(nc, rows, D)
+  t = jnp.pad(targets_BT.reshape(n), (0, nc * rows - n)).reshape(nc, rows)
+
+  @jax.checkpoint
+  def chunk(h_RD, t_R):
+    logits = model_head(params, h_RD, cfg)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, t_R)
+
+  ce = jax.lax.map(lambda a: chunk(*a), (h, t))
+  return ce.reshape(-1)[:n].reshape(B, T)
+
+
 def loss_terms(params, constants, batch, *, model: Transformer, loss_scale=1.0,
                log_temperatures: bool = False):
   """(sum of weighted token losses, (sum of weights, {tau name: weighted sum of tau}))."""
   kwargs = dict(positions=batch['positions'], segment_ids=batch['segment_ids'])
+  B, T = batch['inputs'].shape
+  chunked = B * T * model.cfg.padded_vocab_size > LOSS_CHUNK_LOGITS
+  if chunked:
+    kwargs['return_hidden'] = True
   if log_temperatures:
-    logits, inter = model.apply(_variables(params, constants), batch['inputs'], **kwargs,
-                                mutable=['intermediates'])
+    out, inter = model.apply(_variables(params, constants), batch['inputs'], **kwargs,
+                             mutable=['intermediates'])
   else:
-    logits, inter = model.apply(_variables(params, constants), batch['inputs'], **kwargs), {}
+    out, inter = model.apply(_variables(params, constants), batch['inputs'], **kwargs), {}
+  if chunked:
+    ce = _chunked_token_losses(out, params, batch['targets'], model.cfg)
+  else:
+    ce = optax.softmax_cross_entropy_with_integer_labels(out, batch['targets'])
   w = batch['weights'].astype(jnp.float32)
-  ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch['targets'])
   loss_sum = jnp.sum(ce * w) * loss_scale
   taus = {}
   for path, t in jax.tree_util.tree_flatten_with_path(inter.get('intermediates', {}))[0]:
@@ -155,8 +187,7 @@ def train_step(state: TrainState, batch, *, model: Transformer, tx: optax.Gradie
     new = jax.tree.map(lambda n, o: jnp.where(good, n, o), new, state)
     new = new.replace(finite=good)
   metrics = {'loss': loss, 'grad_norm': grad_norm, 'tokens': wsum, 'finite': ok,
-             'finite_loss': finite_loss,
-             'param_norm': optax.tree.norm(params)}
+             'finite_loss': finite_loss}  # param_norm: computed on the host's log steps only
   metrics.update({name: fn(state.step) for name, fn in schedules.items()})  # lr (, tau_lr)
   metrics.update({k: v / denom for k, v in taus.items()})
   return new, metrics
@@ -197,11 +228,12 @@ class Setup:
   abstract_state: TrainState       # ShapeDtypeStructs carrying the target shardings (for restore)
   batch_sharding: NamedSharding
   init_fn: Callable                # rng -> sharded TrainState
-  step_fn: Callable                # jitted train_step (state donated)
+  step_fn: Callable                # jitted train_step (state donated), no temperature metrics
   eval_fn: Callable                # jitted eval_step
   param_count: dict
   flops_per_token: float
   from_params_fn: Optional[Callable] = None  # (params on param shardings, rng) -> sharded TrainState
+  log_step_fn: Optional[Callable] = None     # step_fn that also returns the mean temperatures
 
 
 def setup(config, mesh: Optional[jax.sharding.Mesh] = None) -> Setup:
@@ -243,16 +275,20 @@ def setup(config, mesh: Optional[jax.sharding.Mesh] = None) -> Setup:
   step = functools.partial(
       train_step, model=model, tx=tx, schedules=schedules, trainable=trainable,
       micro_batches=config.train.micro_batches, micro_sharding=micro_sh,
-      nan_guard=config.train.nan_guard, inject_nan_at_step=config.train.inject_nan_at_step,
-      log_temperatures=bool(config.train.log_temperatures and has_tau))
-  step_fn = jax.jit(step, in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, repl),
-                    donate_argnums=0)
+      nan_guard=config.train.nan_guard, inject_nan_at_step=config.train.inject_nan_at_step)
+  jit_step = functools.partial(jax.jit, in_shardings=(state_sh, batch_sh),
+                               out_shardings=(state_sh, repl), donate_argnums=0)
+  step_fn = jit_step(step)
+  # Temperatures are read out of the model ('intermediates') only on log steps: the outputs cost
+  # fusions (8% of a smollm2-135m step on CPU), so log steps use their own compiled step.
+  log_step_fn = (jit_step(functools.partial(step, log_temperatures=True))
+                 if config.train.log_temperatures and has_tau else step_fn)
   eval_fn = jax.jit(functools.partial(eval_step, model=model),
                     in_shardings=(param_sh, state_sh.constants, batch_sh), out_shardings=repl)
   counts = param_counts(abstract_params)
   fpt = metrics_lib.flops_per_token(mcfg, counts['total'], T)
   return Setup(config, model, mesh, state_sh, abstract_state, batch_sh, init_fn, step_fn,
-               eval_fn, counts, fpt, from_params_fn)
+               eval_fn, counts, fpt, from_params_fn, log_step_fn)
 
 
 # ----------------------------------------------------------------------------- fresh state
@@ -306,6 +342,9 @@ def evaluate(s: Setup, state: TrainState) -> dict[str, float]:
   loss = total[0] / total[1]
   return {'loss': float(loss), 'perplexity': float(math.exp(min(loss, 80.0))),
           'tokens': float(total[1]), 'batches': n}
+
+
+_param_norm = jax.jit(optax.tree.norm)
 
 
 def check_eval_data(config) -> None:
@@ -449,7 +488,10 @@ class Run:
   def train_step(self):
     """Dispatches one step (no wait for its result)."""
     batch = shard_lib.global_batch(next(self.it), self.s.batch_sharding, self.cfg.data.batch_size)
-    self.state, m = self.s.step_fn(self.state, batch)
+    nxt = self.step + 1  # a step whose record is logged also reports the temperatures
+    logged = (nxt % self.cfg.train.log_every == 0 or nxt == self.num_steps or self.t_last is None)
+    fn = self.s.log_step_fn if logged and self.s.log_step_fn is not None else self.s.step_fn
+    self.state, m = fn(self.state, batch)
     self.step += 1
     self.data_states[self.step] = self.it.get_state()
     self.pending.append((self.step, m))
@@ -480,6 +522,7 @@ class Run:
       rec['mfu'] = rec['tokens_per_s'] * self.s.flops_per_token / self.peak
     rec['loss_mean'] = float(np.mean([f['loss'] for f in fetched]))
     if self._due[0]:
+      rec['param_norm'] = float(_param_norm(self.state.params))  # the logged step's params
       self.writer.write(self.step, rec)
       self.history.append({'step': self.step, **rec})
     self.data_states = {self.step: self.data_states[self.step]}

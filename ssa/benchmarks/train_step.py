@@ -1,8 +1,16 @@
 r"""Train-step benchmark: vanilla vs SSA on the same config (step time, tokens/s, MFU, memory).
 
     python -m ssa.benchmarks.train_step --preset=gpt2-tiny --seq_len=256 --batch=8 --steps=10
-    python -m ssa.benchmarks.train_step --preset=gpt2-124m --seq_len=256 --batch=2 --steps=3 \
-        [--dtype=bfloat16] [--remat] [--config.x=...] (any extra --set key=value overrides)
+    python -m ssa.benchmarks.train_step --preset=gpt2-124m --seq_len=1024 --batch=1 --steps=5
+    python -m ssa.benchmarks.train_step --layers=6 --heads=6 --width=384 --seq_len=8192 \
+        --batch=1 --strategies=ssa --long          # one strategy per process: its own peak RSS
+        [--dtype=bfloat16] [--remat] [--set key=value ...]
+
+--strategies: one name (one strategy in this process, so the peak RSS is its own) or a
+comma-separated list whose timed steps alternate (default 'vanilla,ssa'; the ratio to the first
+is printed). --long: the long-context mode (1 warm-up step, --steps default 2). Shape flags
+(--layers, --heads, --kv_heads, --width, --head_dim, --d_ff) override the preset's; the vocabulary
+stays the preset's (GPT-2: 50,257 ids in a 50,304-row table).
 
 Runs the real jitted train_step (ssa/train_lib.py: AdamW, clipping, NaN guard) on random tokens
 (the data pipeline is not timed), after compiling and two warm-up steps; the timed steps of the
@@ -15,7 +23,10 @@ SSA / vanilla.
 from __future__ import annotations
 
 import argparse
+import json
+import resource
 import statistics
+import sys
 import time
 
 import jax
@@ -28,10 +39,29 @@ from ssa import sharding as shard_lib
 from ssa import train_lib
 
 
-def prepare(preset: str, strategy: str, seq_len: int, batch: int, dtype: str, remat: bool, sets):
-  """Setup, compiled step, state and batch for one strategy (compiled, one warm-up step done)."""
+def _rss_bytes() -> int:
+  """Peak resident set size of this process so far (the OS's figure)."""
+  r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+  return int(r) * (1 if sys.platform == 'darwin' else 1024)
+
+
+SHAPE_FLAGS = {'layers': 'n_layers', 'heads': 'n_heads', 'kv_heads': 'n_kv_heads',
+               'width': 'd_model', 'head_dim': 'head_dim', 'd_ff': 'd_ff'}
+
+
+def prepare(preset: str, strategy: str, seq_len: int, batch: int, dtype: str, remat: bool, sets,
+            shape=None, warmup: int = 2):
+  """Setup, compiled step, state and batch for one strategy (compiled, warm-up steps done)."""
   c = base.get_config(preset)
   c.ssa.strategy = strategy
+  for field, value in (shape or {}).items():
+    c.model[field] = value
+  if shape and 'n_heads' in shape and 'n_kv_heads' not in shape:
+    c.model.n_kv_heads = shape['n_heads']
+  if shape and 'd_model' in shape and 'd_ff' not in shape:
+    c.model.d_ff = 4 * shape['d_model']
+  if shape and ('d_model' in shape or 'n_heads' in shape) and 'head_dim' not in shape:
+    c.model.head_dim = c.model.d_model // c.model.n_heads
   c.data.seq_len, c.data.batch_size = seq_len, batch
   c.model.max_len = max(c.model.max_len, seq_len)
   c.model.dtype, c.model.remat = dtype, remat
@@ -54,16 +84,16 @@ def prepare(preset: str, strategy: str, seq_len: int, batch: int, dtype: str, re
   if mem is not None:
     est = (mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes -
            mem.alias_size_in_bytes)
-  for _ in range(2):  # warm-up
+  for _ in range(warmup):
     state, m = s.step_fn(state, gb)
     jax.block_until_ready(m)
   return {'config': c, 'setup': s, 'state': state, 'batch': gb, 'compile_s': compile_s,
-          'mem_est': est, 'strategy': strategy, 'times': []}
+          'mem_est': est, 'strategy': strategy, 'times': [], 'step_fn': compiled}
 
 
 def time_step(r):
   t = time.perf_counter()
-  r['state'], m = r['setup'].step_fn(r['state'], r['batch'])
+  r['state'], m = r['step_fn'](r['state'], r['batch'])
   jax.block_until_ready(m)
   r['times'].append(time.perf_counter() - t)
   r['loss'] = float(m['loss'])
@@ -78,11 +108,15 @@ def summarize(r) -> dict:
   tps = c.data.batch_size * c.data.seq_len / step_s
   return {'strategy': r['strategy'], 'params': s.param_count['total'],
           'temperature_params': s.param_count['temperature'], 'step_s': step_s,
-          'tokens_per_s': tps, 'mfu': tps * s.flops_per_token / peak,
+          'step_s_min': min(r['times']), 'step_s_max': max(r['times']), 'steps': len(r['times']),
+          'tokens_per_s': tps, 'mfu': tps * s.flops_per_token / peak, 'peak_flops': peak,
           'peak_mem_bytes': peak_dev or r['mem_est'],
           'mem_source': 'device peak (whole process)' if peak_dev else 'XLA compiled estimate',
+          'rss_peak_bytes': _rss_bytes() if jax.default_backend() == 'cpu' else None,
           'compile_s': r['compile_s'], 'loss': r['loss'], 'peak_src': peak_src,
-          'flops_per_token': s.flops_per_token}
+          'flops_per_token': s.flops_per_token,
+          'backend': c.ssa.backend, 'shape': {k: c.model[k] for k in SHAPE_FLAGS.values()},
+          'seq_len': c.data.seq_len, 'batch': c.data.batch_size, 'dtype': c.model.dtype}
 
 
 def main(argv=None):
@@ -90,37 +124,49 @@ def main(argv=None):
   p.add_argument('--preset', default='gpt2-tiny')
   p.add_argument('--seq_len', type=int, default=256)
   p.add_argument('--batch', type=int, default=8)
-  p.add_argument('--steps', type=int, default=10, help='timed steps (after 1 warm-up step)')
+  p.add_argument('--steps', type=int, default=None, help='timed steps (default 10; --long 2)')
   p.add_argument('--dtype', default='float32')
   p.add_argument('--remat', action='store_true')
-  p.add_argument('--ssa', default='ssa', help='SSA strategy compared with vanilla')
+  p.add_argument('--strategies', default='vanilla,ssa',
+                 help='one strategy, or a comma-separated list timed alternately')
+  p.add_argument('--long', action='store_true', help='long-context mode: 1 warm-up step')
+  for flag in SHAPE_FLAGS:
+    p.add_argument(f'--{flag}', type=int, default=None)
   p.add_argument('--set', action='append', default=[],
                  help='config override key=value (values are Python literals, else strings)')
   a = p.parse_args(argv)
   print(f'# train_step benchmark: preset={a.preset} T={a.seq_len} B={a.batch} dtype={a.dtype} '
         f'remat={a.remat} devices={jax.device_count()} x {jax.devices()[0].device_kind} '
         f'({jax.default_backend()}), jax {jax.__version__}, {time.strftime("%Y-%m-%d")}')
-  runs = [prepare(a.preset, st, a.seq_len, a.batch, a.dtype, a.remat, a.set)
-          for st in ('vanilla', a.ssa)]
-  for _ in range(a.steps):  # alternate, so both see the same machine state
+  shape = {SHAPE_FLAGS[f]: getattr(a, f) for f in SHAPE_FLAGS if getattr(a, f) is not None}
+  steps = a.steps or (2 if a.long else 10)
+  runs = [prepare(a.preset, st, a.seq_len, a.batch, a.dtype, a.remat, a.set, shape,
+                  warmup=1 if a.long else 2) for st in a.strategies.split(',')]
+  for _ in range(steps):  # alternate, so all see the same machine state
     for r in runs:
       time_step(r)
   rows = [summarize(r) for r in runs]
+  for r in rows:
+    print(json.dumps(r), flush=True)
   print(f'# peak FLOP/s: {rows[0]["peak_src"]}; FLOPs/token: ' +
         ', '.join(f'{r["strategy"]} {r["flops_per_token"]:.4g}' for r in rows))
   hdr = (f'{"strategy":<9} {"params":>12} {"tau params":>10} {"step ms":>9} {"tokens/s":>10} '
-         f'{"MFU":>6} {"peak MiB":>9} {"compile s":>9}')
+         f'{"MFU":>6} {"peak MiB":>9} {"RSS GiB":>8} {"compile s":>9}')
   print(hdr)
   for r in rows:
     mem = r['peak_mem_bytes'] / 2**20 if r['peak_mem_bytes'] else float('nan')
     print(f'{r["strategy"]:<9} {r["params"]:>12,} {r["temperature_params"]:>10,} '
           f'{1e3 * r["step_s"]:>9.1f} {r["tokens_per_s"]:>10,.0f} {100 * r["mfu"]:>5.1f}% '
-          f'{mem:>9.1f} {r["compile_s"]:>9.1f}')
-  v, s = rows
-  mem_ratio = (s['peak_mem_bytes'] / v['peak_mem_bytes']) if v['peak_mem_bytes'] else float('nan')
-  print(f'ratio {s["strategy"]}/vanilla: step time x{s["step_s"] / v["step_s"]:.3f}, '
-        f'tokens/s x{s["tokens_per_s"] / v["tokens_per_s"]:.3f}, peak memory x{mem_ratio:.3f} '
-        f'(memory: {v["mem_source"]})')
+          f'{mem:>9.1f} {(r["rss_peak_bytes"] or 0) / 2**30:>8.2f} {r["compile_s"]:>9.1f}')
+  if len(rows) > 1:
+    print('# RSS is the whole process (all strategies in it); run one strategy per process for '
+          'its own.')
+  v = rows[0]
+  for s in rows[1:]:
+    mem_ratio = (s['peak_mem_bytes'] / v['peak_mem_bytes']) if v['peak_mem_bytes'] else float('nan')
+    print(f'ratio {s["strategy"]}/{v["strategy"]}: step time x{s["step_s"] / v["step_s"]:.3f}, '
+          f'tokens/s x{s["tokens_per_s"] / v["tokens_per_s"]:.3f}, peak memory x{mem_ratio:.3f} '
+          f'(memory: {v["mem_source"]})')
 
 
 if __name__ == '__main__':
