@@ -120,4 +120,16 @@ def test_flash_train_step_has_no_t_by_t_buffer():
   fl_4k = _train_step_temp_bytes('flash', 4096)
   assert xla > 4 * hTT, xla
   assert fl_2k < hTT, fl_2k
-  assert fl_4k < 2 * fl_2k, (fl_2k, fl_4k)  # quadratic growth would be 4x
+  assert fl_4k < 2.5 * fl_2k, (fl_2k, fl_4k)  # quadratic growth would be 4x
+
+
+def test_prepared_gpu_check_runs_in_smoke_mode(capsys):
+  """The GPU check script (ssa/benchmarks/gpu_check.py) on tiny shapes: flash passes its
+  tolerances against xla and the summary line is written (cudnn is skipped off GPU)."""
+  import json  # pylint: disable=g-import-not-at-top
+  from ssa.benchmarks import gpu_check  # pylint: disable=g-import-not-at-top
+  gpu_check.main(['--smoke', '--steps=1'])
+  lines = [json.loads(l) for l in capsys.readouterr().out.splitlines() if l.startswith('{')]
+  kernels_rows = [l for l in lines if l.get('check') == 'kernel']
+  assert {r['backend'] for r in kernels_rows} >= {'flash'} and all(r['ok'] for r in kernels_rows)
+  assert lines[-1]['summary']['kernels_ok'] is True

@@ -1,6 +1,7 @@
 """Checkpoints and SSA-format exports written before the architecture change (commit 8968f82,
 tests/fixtures/make_legacy_fixture.py) still load, to bit-identical logits, and still resume."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -17,6 +18,13 @@ from tests.fixtures import make_legacy_fixture as fixture
 RUNS = sorted(fixture.RUNS)
 
 
+def _as_made(mcfg, scfg):
+  """The fixture's logits came from the xla kernel (`auto` on CPU at 8968f82); computing them
+  with it keeps the check bit-exact. The flash kernel (now `auto` on CPU) agrees to < 1e-5
+  (tests/test_flash.py) but not to the last bit."""
+  return Transformer(mcfg, dataclasses.replace(scfg, backend='xla'))
+
+
 def _expected(name):
   return (np.load(os.path.join(fixture.OUT, 'tokens.npy')),
           np.load(os.path.join(fixture.OUT, f'{name}_logits.npy')))
@@ -27,7 +35,8 @@ def test_checkpoint_restores_to_identical_logits(name):
   tokens, want = _expected(name)
   loaded = loading.load(workdir=os.path.join(fixture.OUT, name))
   assert loaded.step == 2
-  np.testing.assert_array_equal(np.asarray(loaded.model.apply(loaded.variables, tokens)), want)
+  model = _as_made(loaded.model.cfg, loaded.model.ssa)
+  np.testing.assert_array_equal(np.asarray(model.apply(loaded.variables, tokens)), want)
 
 
 @pytest.mark.parametrize('name', RUNS)
@@ -35,7 +44,7 @@ def test_ssa_export_loads_to_identical_logits(name):
   tokens, want = _expected(name)
   mcfg, scfg, variables, extra = convert.load_ssa(os.path.join(fixture.OUT, f'{name}_export'))
   assert extra['step'] == 2
-  got = Transformer(mcfg, scfg).apply(variables, tokens)
+  got = _as_made(mcfg, scfg).apply(variables, tokens)
   np.testing.assert_array_equal(np.asarray(got), want)
 
 
@@ -65,4 +74,5 @@ def test_evaluation_loads_parameters_whatever_optimizer_wrote_the_checkpoint(tmp
     json.dump(meta, f)
   loaded = loading.load(workdir=workdir)
   assert not hasattr(loaded, 'setup')
-  np.testing.assert_array_equal(np.asarray(loaded.model.apply(loaded.variables, tokens)), want)
+  model = _as_made(loaded.model.cfg, loaded.model.ssa)
+  np.testing.assert_array_equal(np.asarray(model.apply(loaded.variables, tokens)), want)
