@@ -149,7 +149,7 @@ class SSAConfig:
   position_reset_at_eos: bool = False  # n restarts at 1 at each packed-document boundary (needs segment_ids)
   yarn_train_len: int = 1024     # strategy='yarn': training context length T_train
   yarn_context_len: int = 1024   # strategy='yarn': target context length T; tau = 0.1 ln(T/T_train) + 1
-  backend: str = 'auto'          # attention kernel: 'auto' | 'reference' | 'xla' | 'cudnn' | 'splash'
+  backend: str = 'auto'          # attention kernel: 'auto' (splash on TPU, cudnn for 16-bit GPU, else flash) | 'flash' | 'reference' | 'xla' | 'cudnn' | 'splash'
 
   def validate(self) -> 'SSAConfig':
     """The ssa.* field checks, then the checks of the strategy's registered entry."""

@@ -81,7 +81,7 @@ def main(argv=None):
   for r in rows:
     print(json.dumps(r), flush=True)
   if a.smoke:
-    runs = [bench.prepare('gpt2-tiny', st, 64, 2, 'float32', False, [], warmup=1)
+    runs = [bench.prepare('gpt2-tiny', st, 64, 8, 'float32', False, [], warmup=1)
             for st in ('vanilla', 'ssa')]
   else:
     runs = [bench.prepare('gpt2-124m', st, 1024, 16, 'bfloat16', False, [], warmup=2)
