@@ -21,9 +21,7 @@ from ssa import sweep
 from ssa import train_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-jax.config.update('jax_compilation_cache_dir', os.path.join(ROOT, '.pytest_cache', 'jax_cache'))
-jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
-jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
+# No persistent compilation cache (see tests/test_train.py).
 
 
 def _pt(*emb, terms='pos+tok'):
