@@ -12,7 +12,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAYERS = [
     ('ssa.errors',),
     ('ssa.flash',),
-    ('ssa.kernels', 'ssa.strategies', 'ssa.sharding', 'ssa.data', 'ssa.metrics', 'ssa.plots',
+    ('ssa.kernels', 'ssa.strategies', 'ssa.sharding', 'ssa.data', 'ssa.metrics', 'ssa.measure',
+     'ssa.plots',
      'ssa.checkpoint', 'ssa.signals'),
     ('ssa.config_lib', 'ssa.workdir'),
     ('ssa.attention',),

@@ -59,6 +59,35 @@ def test_token_perplexity_is_exp_mean_weighted_nll():
   np.testing.assert_allclose(got['perplexity'], math.exp(nll / wsum), rtol=1e-5)
 
 
+def test_token_perplexity_per_sequence_and_position_bucket():
+  # Rows of 40 tokens (buckets 1-32, 33-40); in row 2 a new document starts at index 20, so its
+  # positions restart: those targets count in bucket 1-32 by their position in the document.
+  model, variables = _byte_model(max_len=64)
+  lm = LM.from_model(model, variables)
+  rng = np.random.RandomState(1)
+  toks = rng.randint(0, 256, size=(2, 41)).astype(np.int32)
+  pos = np.tile(np.arange(40, dtype=np.int32), (2, 1))
+  pos[1, 20:] = np.arange(20)
+  w = np.ones((2, 40), np.float32)
+  w[0, -3:] = 0
+  batch = {'inputs': toks[:, :-1], 'targets': toks[:, 1:], 'weights': w, 'positions': pos,
+           'segment_ids': np.array([[1] * 40, [1] * 20 + [2] * 20], np.int32)}
+  got = perplexity.token_perplexity(lm, [batch])
+  seg = batch['segment_ids']
+  lp = _log_softmax(jax.jit(lambda v, x: model.apply(v, x, positions=pos, segment_ids=seg))(
+      variables, batch['inputs']))
+  nll = -np.take_along_axis(lp, batch['targets'][..., None], -1)[..., 0] * w
+  np.testing.assert_allclose(got['sequence_nll'], nll.sum(1), rtol=1e-5)
+  assert got['sequence_tokens'] == [37.0, 40.0]
+  early = (pos + 1 <= 32)
+  assert got['by_position']['1-32']['tokens'] == (w * early).sum() == 32 + 40
+  np.testing.assert_allclose(got['by_position']['1-32']['loss'],
+                             (nll * early).sum() / (w * early).sum(), rtol=1e-5)
+  np.testing.assert_allclose(got['by_position']['33-40']['loss'],
+                             (nll * ~early).sum() / (w * ~early).sum(), rtol=1e-5)
+  np.testing.assert_allclose(got['loss'], nll.sum() / w.sum(), rtol=1e-5)
+
+
 @pytest.mark.parametrize('n,L,stride', [(1, 4, None), (4, 4, None), (5, 4, None), (23, 4, None),
                                         (23, 4, 1), (23, 4, 3), (30, 8, 5)])
 def test_rolling_windows_score_every_token_once_with_bounded_context(n, L, stride):

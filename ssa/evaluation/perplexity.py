@@ -40,6 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ssa import measure
 from ssa import data as data_lib  # called as data_lib.make_eval_iterator (tests patch ssa.data)
 from ssa.evaluation.common import EvalContext, check_limit, is_synthetic
 from ssa.evaluation.common import read_jsonl  # noqa: F401  (re-exported: perplexity.read_jsonl)
@@ -47,6 +48,7 @@ from ssa.evaluation.scoring import LM, Scorer
 
 
 def _batch_nll(apply_fn, variables, batch):
+  """Weighted next-token NLL of every target [B, T] and the weights [B, T]."""
   kw = {}
   if 'positions' in batch:
     kw['positions'] = batch['positions']
@@ -56,24 +58,42 @@ def _batch_nll(apply_fn, variables, batch):
   logp = jax.nn.log_softmax(logits, -1)
   nll = -jnp.take_along_axis(logp, batch['targets'][..., None], -1)[..., 0]
   w = batch['weights'].astype(jnp.float32)
-  return jnp.sum(nll * w), jnp.sum(w)
+  return nll * w, w
 
 
 def token_perplexity(lm: LM, batches: Iterable[dict], max_batches: Optional[int] = None) -> dict:
-  """{'loss', 'perplexity', 'tokens', 'batches'} of weighted next-token NLL over `batches`."""
+  """Weighted next-token NLL over `batches`: {'loss', 'perplexity', 'tokens', 'batches',
+  'by_position' (measure.bucket_losses over the 1-based position of each target inside its
+  document, batch['positions'] + 1, or inside the row), 'sequence_nll' / 'sequence_tokens'
+  (per row, in batch order: what ssa.measure.paired_difference pairs between two models scored
+  on the same batches)}."""
   fn = jax.jit(lambda v, b: _batch_nll(lm.apply_fn, v, b))
-  total, weight, n = 0.0, 0.0, 0
+  seq_nll, seq_tok, n, T = [], [], 0, None
+  sums = counts = None
   for batch in batches:
     if max_batches is not None and n >= max_batches:
       break
     b = {k: np.asarray(batch[k]) for k in ('inputs', 'targets', 'weights', 'segment_ids',
                                             'positions') if k in batch}
-    s, w = jax.device_get(fn(lm.variables, b))
-    total, weight, n = total + float(s), weight + float(w), n + 1
+    nll, w = (np.asarray(x, np.float64) for x in jax.device_get(fn(lm.variables, b)))
+    if T is None:
+      T = nll.shape[1]
+      nb = len(measure.position_buckets(T))
+      sums, counts = np.zeros(nb), np.zeros(nb)
+    pos = (b['positions'] if 'positions' in b else
+           np.broadcast_to(np.arange(nll.shape[1]), nll.shape)) + 1
+    s_b, c_b = measure.bucket_sums(nll, w, pos, T)
+    sums, counts = sums + s_b, counts + c_b
+    seq_nll.extend(nll.sum(1).tolist())
+    seq_tok.extend(w.sum(1).tolist())
+    n += 1
+  weight = float(np.sum(seq_tok))
   if weight == 0:
     raise ValueError('token_perplexity: the batches hold no weighted target token.')
-  loss = total / weight
-  return {'loss': loss, 'perplexity': math.exp(min(loss, 700.0)), 'tokens': weight, 'batches': n}
+  loss = float(np.sum(seq_nll)) / weight
+  return {'loss': loss, 'perplexity': math.exp(min(loss, 700.0)), 'tokens': weight, 'batches': n,
+          'by_position': measure.bucket_losses(sums, counts, T),
+          'sequence_nll': seq_nll, 'sequence_tokens': seq_tok}
 
 
 def wikitext_detokenizer(string: str) -> str:
@@ -154,8 +174,19 @@ class TokenPerplexity:
     r = token_perplexity(ctx.lm, it)
     ctx.metrics.update({f'{split}:loss': r['loss'], f'{split}:perplexity': r['perplexity'],
                         f'{split}:tokens': r['tokens']})
+    ctx.metrics.update({f'{split}:loss@{k}': v['loss'] for k, v in r['by_position'].items()
+                        if v['loss'] is not None})
+    ctx.results.setdefault('by_position', {})[split] = r['by_position']
+    ctx.results.setdefault('sequences', {})[split] = {'nll': r['sequence_nll'],
+                                                      'tokens': r['sequence_tokens']}
+    by_pos = ', '.join(f'{k}: {v["loss"]:.3f}' for k, v in r['by_position'].items()
+                       if v['loss'] is not None)
     ctx.log(f'{split}: token loss {r["loss"]:.4f} ppl {r["perplexity"]:.3f} '
-            f'({r["tokens"]:.0f} tokens)')
+            f'({r["tokens"]:.0f} tokens; by position {by_pos})')
+    if r['tokens'] < measure.MIN_LM_EVAL_TOKENS:
+      ctx.log(f'{split}: note: {r["tokens"]:.0f} evaluation tokens, below the '
+              f'{measure.MIN_LM_EVAL_TOKENS} the measurement standard asks for comparisons '
+              '(raise eval.ppl_batches / data.eval_batches)')
 
   def run(self, ctx: EvalContext) -> None:
     for split in ctx.splits:
