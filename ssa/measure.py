@@ -157,6 +157,19 @@ def bucket_sums(nll, weights, positions, T: int) -> tuple[np.ndarray, np.ndarray
   return (np.bincount(idx, nll * w, minlength=nb), np.bincount(idx, w, minlength=nb))
 
 
+def row_bucket_sums(nll_BT, weights_BT, positions_BT, T: int) -> tuple[np.ndarray, np.ndarray]:
+  """Per row: (summed nll [B, num_buckets], token count [B, num_buckets]), as bucket_sums; the
+  per-sequence sums that paired_difference pairs bucket by bucket."""
+  nll, w = np.asarray(nll_BT, np.float64), np.asarray(weights_BT, np.float64)
+  idx = bucket_index(positions_BT, T)
+  nb = len(position_buckets(T))
+  rows = np.broadcast_to(np.arange(nll.shape[0])[:, None], nll.shape)
+  s, c = np.zeros((nll.shape[0], nb)), np.zeros((nll.shape[0], nb))
+  np.add.at(s, (rows, idx), nll * w)
+  np.add.at(c, (rows, idx), w)
+  return s, c
+
+
 def bucket_losses(sums, counts, T: int) -> dict:
   """{'1-32': {'loss', 'tokens'}, ...}; loss None for an empty bucket."""
   out = {}

@@ -86,6 +86,9 @@ def test_token_perplexity_per_sequence_and_position_bucket():
   np.testing.assert_allclose(got['by_position']['33-40']['loss'],
                              (nll * ~early).sum() / (w * ~early).sum(), rtol=1e-5)
   np.testing.assert_allclose(got['loss'], nll.sum() / w.sum(), rtol=1e-5)
+  assert got['buckets'] == ['1-32', '33-40']
+  np.testing.assert_allclose(np.sum(got['sequence_bucket_nll'], 1), got['sequence_nll'])
+  assert got['sequence_bucket_tokens'] == [[32.0, 5.0], [40.0, 0.0]]
 
 
 @pytest.mark.parametrize('n,L,stride', [(1, 4, None), (4, 4, None), (5, 4, None), (23, 4, None),

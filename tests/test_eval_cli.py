@@ -138,8 +138,9 @@ def test_results_are_on_disk_after_each_section_when_a_later_one_fails(run_dir, 
   monkeypatch.setattr(ssa.data, 'make_eval_iterator', lambda *a, **k: ([], None))
   monkeypatch.setattr(perplexity, 'token_perplexity',
                       lambda lm, it: {'loss': 2.0, 'perplexity': 7.39, 'tokens': 10.0,
-                                     'by_position': {}, 'sequence_nll': [20.0],
-                                     'sequence_tokens': [10.0]})
+                                     'by_position': {}, 'buckets': ['1-32'],
+                                     'sequence_bucket_nll': [[20.0]],
+                                     'sequence_bucket_tokens': [[10.0]]})
 
   def boom(*a, **k):
     raise RuntimeError('zero-shot failed')

@@ -66,34 +66,33 @@ def token_perplexity(lm: LM, batches: Iterable[dict], max_batches: Optional[int]
   'by_position' (measure.bucket_losses over the 1-based position of each target inside its
   document, batch['positions'] + 1, or inside the row), 'sequence_nll' / 'sequence_tokens'
   (per row, in batch order: what ssa.measure.paired_difference pairs between two models scored
-  on the same batches)}."""
+  on the same batches) and 'sequence_bucket_nll' / 'sequence_bucket_tokens' (the same per row and
+  position bucket, [rows][buckets])}."""
   fn = jax.jit(lambda v, b: _batch_nll(lm.apply_fn, v, b))
-  seq_nll, seq_tok, n, T = [], [], 0, None
-  sums = counts = None
+  rows_nll, rows_tok, n, T = [], [], 0, None
   for batch in batches:
     if max_batches is not None and n >= max_batches:
       break
     b = {k: np.asarray(batch[k]) for k in ('inputs', 'targets', 'weights', 'segment_ids',
                                             'positions') if k in batch}
     nll, w = (np.asarray(x, np.float64) for x in jax.device_get(fn(lm.variables, b)))
-    if T is None:
-      T = nll.shape[1]
-      nb = len(measure.position_buckets(T))
-      sums, counts = np.zeros(nb), np.zeros(nb)
+    T = nll.shape[1] if T is None else T
     pos = (b['positions'] if 'positions' in b else
            np.broadcast_to(np.arange(nll.shape[1]), nll.shape)) + 1
-    s_b, c_b = measure.bucket_sums(nll, w, pos, T)
-    sums, counts = sums + s_b, counts + c_b
-    seq_nll.extend(nll.sum(1).tolist())
-    seq_tok.extend(w.sum(1).tolist())
+    s_rb, c_rb = measure.row_bucket_sums(nll, w, pos, T)
+    rows_nll.append(s_rb)
+    rows_tok.append(c_rb)
     n += 1
-  weight = float(np.sum(seq_tok))
-  if weight == 0:
+  if not rows_nll or sum(c.sum() for c in rows_tok) == 0:
     raise ValueError('token_perplexity: the batches hold no weighted target token.')
-  loss = float(np.sum(seq_nll)) / weight
+  s_rb, c_rb = np.concatenate(rows_nll), np.concatenate(rows_tok)
+  weight = float(c_rb.sum())
+  loss = float(s_rb.sum()) / weight
   return {'loss': loss, 'perplexity': math.exp(min(loss, 700.0)), 'tokens': weight, 'batches': n,
-          'by_position': measure.bucket_losses(sums, counts, T),
-          'sequence_nll': seq_nll, 'sequence_tokens': seq_tok}
+          'by_position': measure.bucket_losses(s_rb.sum(0), c_rb.sum(0), T),
+          'buckets': [measure.bucket_name(b) for b in measure.position_buckets(T)],
+          'sequence_nll': s_rb.sum(1).tolist(), 'sequence_tokens': c_rb.sum(1).tolist(),
+          'sequence_bucket_nll': s_rb.tolist(), 'sequence_bucket_tokens': c_rb.tolist()}
 
 
 def wikitext_detokenizer(string: str) -> str:
@@ -177,8 +176,9 @@ class TokenPerplexity:
     ctx.metrics.update({f'{split}:loss@{k}': v['loss'] for k, v in r['by_position'].items()
                         if v['loss'] is not None})
     ctx.results.setdefault('by_position', {})[split] = r['by_position']
-    ctx.results.setdefault('sequences', {})[split] = {'nll': r['sequence_nll'],
-                                                      'tokens': r['sequence_tokens']}
+    ctx.results.setdefault('sequences', {})[split] = {
+        'buckets': r['buckets'],
+        'nll': r['sequence_bucket_nll'], 'tokens': r['sequence_bucket_tokens']}
     by_pos = ', '.join(f'{k}: {v["loss"]:.3f}' for k, v in r['by_position'].items()
                        if v['loss'] is not None)
     ctx.log(f'{split}: token loss {r["loss"]:.4f} ppl {r["perplexity"]:.3f} '

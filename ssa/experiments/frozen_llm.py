@@ -1,0 +1,286 @@
+r"""SSA's temperatures on a frozen pretrained LLM: which temperature helps SmolLM2-135M, and where.
+
+    python -m ssa.experiments.frozen_llm --workdir=runs/frozen_llm \
+        --results=docs/results/frozen_llm                   # train + score every arm, summarise
+    python -m ssa.experiments.frozen_llm --results=docs/results/frozen_llm --summarize_only
+
+Arms (configs/frozen_llm.py): base (no temperature), constant (one learned constant per head),
+position (q position term, linear slope from 0), ssa (q position + token, v token). The LLM is
+frozen; every arm starts at exactly the base model, reads the same batches in the same order and
+uses the same temperature learning rate. Each trained arm trains in <workdir>/<arm> (orbax
+checkpoints every 40 steps: an interrupted arm resumes), then is scored on the same first
+--eval_batches batches of the held-out 'test' split (>= 100k tokens, ssa/measure.py's standard)
+and its result is written to <results>/<arm>.json. A rerun skips every arm whose result file
+exists and was made with the same settings.
+
+The summary (<results>/summary.json, summary.md, printed) compares each arm with the constant
+arm and with the base: the paired difference in nats/token over the evaluation sequences, with
+its bootstrap 95% interval and minimum detectable effect, overall and per position bucket; the
+learned slopes (theta of every layer and head) and the mean query temperature by position bucket.
+--summarize_only recomputes it from the result files alone (no model, no data).
+
+SSA's prediction tested here: the position arm's gain over the constant arm grows with position,
+and full SSA beats the constant arm with an interval that excludes zero.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app
+from absl import flags
+
+from configs import frozen_llm as exp_config
+from ssa import cli
+from ssa import measure
+from ssa import train_lib
+from ssa.checkpoint import Checkpointer
+from ssa.data import make_eval_iterator
+from ssa.evaluation import loading
+from ssa.evaluation.perplexity import token_perplexity
+from ssa.evaluation.scoring import LM
+from ssa.experiments.common import write_json
+
+FLAGS = flags.FLAGS
+COMPARISONS = (('constant', 'base'), ('position', 'constant'), ('ssa', 'constant'),
+               ('position', 'base'), ('ssa', 'base'), ('ssa', 'position'))
+TAU_ROWS = 8          # evaluation rows whose temperatures are averaged by position bucket
+
+
+def arm_config(arm: str, steps: Optional[int] = None):
+  c = exp_config.get_config(arm)
+  if steps is not None:
+    c.train.num_steps = steps
+  return c
+
+
+def settings(config, eval_batches: int) -> dict:
+  """What makes two result files comparable (a rerun with other settings redoes the arm)."""
+  d = config.data
+  return {'steps': int(config.train.num_steps), 'batch': int(d.batch_size),
+          'seq_len': int(d.seq_len), 'tau_lr': float(config.optim.tau_lr),
+          'eval_split': 'test', 'eval_batches': int(eval_batches),
+          'init_from': os.path.basename(config.model.init_from)}
+
+
+def _params_and_model(arm: str, config, workdir: str, log) -> tuple:
+  """(model, variables, train seconds) of the arm: the base model, or trained temperatures."""
+  t0 = time.time()
+  if arm == 'base':
+    s = train_lib.setup(config)
+    state, _ = train_lib.fresh_state(s)
+    return s.model, {'params': state.params, **state.constants}, 0.0
+  run_dir = os.path.join(workdir, arm)
+  ckpt_dir = os.path.join(run_dir, 'checkpoints')
+  done = False
+  if os.path.isdir(ckpt_dir):
+    ck = Checkpointer(ckpt_dir, config.checkpoint, writer=False)
+    try:
+      done = ck.latest_step() == config.train.num_steps
+    finally:
+      ck.close()
+  if not done:
+    log(f'[{arm}] training the temperatures: {config.train.num_steps} steps of '
+        f'{config.data.batch_size} x {config.data.seq_len} tokens in {run_dir}')
+    train_lib.train_and_evaluate(config, run_dir)
+  loaded = loading.load(config, workdir=run_dir)
+  return loaded.model, loaded.variables, time.time() - t0
+
+
+def _theta(params) -> dict:
+  """{layer: theta per head} of every position term (tau_q/theta)."""
+  out = {}
+  for name, sub in params.items():
+    if not name.startswith('layer_'):
+      continue
+    theta = sub.get('attn', {}).get('tau_q', {}).get('theta')
+    if theta is not None:
+      out[name] = np.asarray(theta, np.float64).tolist()
+  return dict(sorted(out.items(), key=lambda kv: int(kv[0][6:])))
+
+
+def _tau_by_position(model, variables, batches, T: int) -> dict:
+  """{'q'|'v': {bucket: mean tau over layers, heads and the rows' real tokens}}."""
+  fn = jax.jit(lambda v, x, p, s: model.apply(v, x, positions=p, segment_ids=s,
+                                               mutable=['intermediates'])[1])
+  sums, counts = {}, {}
+  for b in batches:
+    inter = jax.device_get(fn(variables, jnp.asarray(b['inputs']), jnp.asarray(b['positions']),
+                              jnp.asarray(b['segment_ids']))).get('intermediates', {})
+    pos = np.asarray(b['positions']) + 1
+    w = np.asarray(b['weights'])
+    for layer, sub in inter.items():
+      for name, v in sub.get('attn', {}).items():
+        if not name.startswith('temperature_'):
+          continue
+        e = name[len('temperature_'):]
+        tau_BT = np.asarray(v[0], np.float64).mean(-1)
+        s, c = measure.bucket_sums(tau_BT, w, pos, T)
+        sums[e] = sums.get(e, 0) + s
+        counts[e] = counts.get(e, 0) + c
+  return {e: {k: v['loss'] for k, v in measure.bucket_losses(sums[e], counts[e], T).items()}
+          for e in sums}
+
+
+def run_arm(arm: str, workdir: str, results: str, eval_batches: int, steps: Optional[int] = None,
+            log=print, config_fn=arm_config) -> dict:
+  """Trains (if needed) and scores one arm; writes and returns <results>/<arm>.json.
+  config_fn(arm, steps) -> the arm's config (tests pass a tiny model's)."""
+  config = config_fn(arm, steps)
+  want = settings(config, eval_batches)
+  path = os.path.join(results, f'{arm}.json')
+  if os.path.isfile(path):
+    with open(path) as f:
+      prev = json.load(f)
+    if prev.get('settings') == want:
+      log(f'[{arm}] done: {path} (skipped)')
+      return prev
+    log(f'[{arm}] {path} was made with other settings ({prev.get("settings")}); redoing the arm')
+  model, variables, train_s = _params_and_model(arm, config, workdir, log)
+  t0 = time.time()
+  log(f'[{arm}] scoring {eval_batches} test batches of {config.data.batch_size} x '
+      f'{config.data.seq_len}')
+  lm = LM.from_model(model, variables, max_len=config.data.seq_len)
+  it, _ = make_eval_iterator(config, 0, 1, split='test', num_batches=eval_batches)
+  batches = list(it)
+  r = token_perplexity(lm, batches)
+  rows = max(1, TAU_ROWS // config.data.batch_size)
+  taus = _tau_by_position(model, variables, batches[:rows], config.data.seq_len)
+  out = {'arm': arm, 'settings': want, 'strategy': config.ssa.strategy,
+         'ssa': {k: config.ssa[k] for k in ('q', 'k', 'v', 'slope', 'theta_init', 'granularity')},
+         'train_tokens': want['steps'] * want['batch'] * want['seq_len'] if arm != 'base' else 0,
+         'train_seconds': train_s, 'score_seconds': time.time() - t0,
+         'loss': r['loss'], 'tokens': r['tokens'], 'by_position': r['by_position'],
+         'buckets': r['buckets'], 'theta': _theta(variables['params']),
+         'tau_by_position': taus,
+         'sequence_bucket_nll': r['sequence_bucket_nll'],
+         'sequence_bucket_tokens': r['sequence_bucket_tokens']}
+  write_json(results, f'{arm}.json', out)
+  log(f'[{arm}] test loss {r["loss"]:.4f} nats/token over {r["tokens"]:.0f} tokens '
+      f'(train {train_s:.0f} s, score {out["score_seconds"]:.0f} s) -> {path}')
+  return out
+
+
+def compare(a: dict, b: dict) -> dict:
+  """Paired difference a - b (nats/token), overall and per position bucket."""
+  if a['buckets'] != b['buckets'] or len(a['sequence_bucket_nll']) != len(b['sequence_bucket_nll']):
+    raise ValueError(f'{a["arm"]} and {b["arm"]} were not scored on the same sequences.')
+  na, nb = np.asarray(a['sequence_bucket_nll']), np.asarray(b['sequence_bucket_nll'])
+  w = np.asarray(a['sequence_bucket_tokens'])
+  if not np.array_equal(w, np.asarray(b['sequence_bucket_tokens'])):
+    raise ValueError(f'{a["arm"]} and {b["arm"]} were not scored on the same tokens.')
+  out = {'overall': measure.paired_difference(na.sum(1), nb.sum(1), w.sum(1)), 'by_position': {}}
+  for j, name in enumerate(a['buckets']):
+    keep = w[:, j] > 0
+    if keep.any():
+      out['by_position'][name] = measure.paired_difference(na[keep, j], nb[keep, j], w[keep, j])
+  return out
+
+
+def summarize(arms: dict) -> dict:
+  comps = {f'{x} - {y}': compare(arms[x], arms[y]) for x, y in COMPARISONS
+           if x in arms and y in arms}
+  return {'arms': {k: {f: v[f] for f in ('loss', 'tokens', 'train_tokens', 'train_seconds',
+                                        'score_seconds', 'by_position', 'theta',
+                                        'tau_by_position', 'settings')}
+                   for k, v in arms.items()},
+          'comparisons': comps}
+
+
+def _slope_summary(theta: dict) -> str:
+  if not theta:
+    return '-'
+  t = np.array(list(theta.values()))
+  return f'{t.mean():+.4f} (min {t.min():+.3f}, max {t.max():+.3f})'
+
+
+def markdown(summary: dict) -> str:
+  arms = summary['arms']
+  first = next(iter(arms.values()))
+  buckets = list(first['by_position'])
+  lines = ['| arm | test loss (nats/token) | ' + ' | '.join(buckets) + ' | slope theta: mean '
+           '(min, max) over layers x heads | train tokens | train s | score s |',
+           '|---' * (len(buckets) + 6) + '|']
+  for name, a in arms.items():
+    lines.append(f'| {name} | {a["loss"]:.4f} | ' + ' | '.join(
+        f'{a["by_position"][b]["loss"]:.4f}' for b in buckets) +
+        f' | {_slope_summary(a["theta"])} | {a["train_tokens"]:,} | {a["train_seconds"]:.0f} | '
+        f'{a["score_seconds"]:.0f} |')
+  lines += ['', '| comparison | overall: mean [95% CI] (MDE) | ' + ' | '.join(buckets) + ' |',
+            '|---' * (len(buckets) + 2) + '|']
+  for name, c in summary['comparisons'].items():
+    cell = lambda d: (f'{d["mean"]:+.4f} [{d["ci95"][0]:+.4f}, {d["ci95"][1]:+.4f}] '  # noqa: E731
+                      f'({d["mde"]:.4f})')
+    lines.append(f'| {name} | {cell(c["overall"])} | ' + ' | '.join(
+        cell(c['by_position'][b]) if b in c['by_position'] else '-' for b in buckets) + ' |')
+  taus = [(n, a['tau_by_position']) for n, a in arms.items() if a['tau_by_position']]
+  if taus:
+    lines += ['', '| arm, embedding | mean tau by position bucket: ' + ' | '.join(buckets) + ' |',
+              '|---' * (len(buckets) + 1) + '|']
+    for n, t in taus:
+      for e, by in t.items():
+        lines.append(f'| {n}, tau_{e} | ' + ' | '.join(
+            f'{by[b]:.4f}' if by.get(b) is not None else '-' for b in buckets) + ' |')
+  return '\n'.join(lines)
+
+
+def load_results(results: str, arms: Sequence[str]) -> dict:
+  out = {}
+  for arm in arms:
+    path = os.path.join(results, f'{arm}.json')
+    if os.path.isfile(path):
+      with open(path) as f:
+        out[arm] = json.load(f)
+  if not out:
+    raise FileNotFoundError(f'{results}: no arm result file ({", ".join(arms)}.json).')
+  return out
+
+
+def write_summary(results: str, arms: Sequence[str], log=print) -> dict:
+  found = load_results(results, arms)
+  summary = summarize(found)
+  write_json(results, 'summary.json', summary)
+  md = markdown(summary)
+  with open(os.path.join(results, 'summary.md'), 'w') as f:
+    f.write(md + '\n')
+  log(md)
+  return summary
+
+
+flags.DEFINE_string('workdir', 'runs/frozen_llm', 'where each arm trains (<workdir>/<arm>)')
+flags.DEFINE_string('results', 'docs/results/frozen_llm', 'where <arm>.json and the summary go')
+flags.DEFINE_list('arms', list(exp_config.ARMS), 'arms to run (configs/frozen_llm.py ARMS)')
+flags.DEFINE_integer('eval_batches', 100, 'test batches scored per arm (batch x seq_len tokens '
+                     'each; the default 100 x 2 x 512 = 102,400 positions)')
+flags.DEFINE_integer('steps', None, 'override train.num_steps of every trained arm (smoke runs)')
+flags.DEFINE_bool('summarize_only', False, 'only recompute the summary from the result files')
+
+
+def main(argv):
+  cli.check_no_args(argv)
+  cli.quiet_logging()
+  unknown = [a for a in FLAGS.arms if a not in exp_config.ARMS]
+  if unknown:
+    cli.exit_with_error(ValueError(f'--arms: unknown arm(s) {unknown}; expected some of '
+                                   f'{list(exp_config.ARMS)}.'))
+  if FLAGS.eval_batches < 1:
+    cli.exit_with_error(ValueError(f'--eval_batches={FLAGS.eval_batches}; expected >= 1.'))
+  try:
+    if not FLAGS.summarize_only:
+      t0 = time.time()
+      for arm in FLAGS.arms:
+        run_arm(arm, FLAGS.workdir, FLAGS.results, FLAGS.eval_batches, FLAGS.steps)
+      print(f'all arms done in {time.time() - t0:.0f} s')
+    write_summary(FLAGS.results, FLAGS.arms)
+  except (FileNotFoundError, ValueError) as e:
+    cli.exit_with_error(e)
+
+
+if __name__ == '__main__':
+  cli.run(main)
