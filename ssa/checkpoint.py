@@ -32,6 +32,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 import time
 from typing import Any, Optional
 
@@ -259,6 +260,7 @@ class Checkpointer:
                                 else directory)
     keep = ckpt_cfg.keep or None
     self._unfinished = []  # steps saved whose manifest is not written yet
+    self._manifest_lock = threading.Lock()
     self.async_save = bool(ckpt_cfg.async_save)
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, create=True, enable_async_checkpointing=self.async_save,
@@ -328,22 +330,29 @@ class Checkpointer:
         f'the complete steps there are untouched ({saved or "none"}), so the run resumes from '
         f'{("step " + str(saved[-1])) if saved else "the start"} once the cause is fixed.')
 
-  def _write_manifests(self):
-    """Manifests of the finished saves (orbax's post-finalisation callback; process 0)."""
-    done, self._unfinished = self._unfinished, []
-    if jax.process_index() != 0:
-      return
-    for step in done:
-      d = self.step_dir(step)
-      if d.exists() and not (d / MANIFEST).exists():
-        write_manifest(d)
+  def _write_manifests(self, final: bool = False):
+    """Manifests of the finished saves (process 0): called by orbax's post-finalisation callback
+    (a background thread, possibly before the step directory has its final name) and by wait()
+    (final=True, after every save finished). A step whose directory is not there yet stays
+    pending until then; at final, one that is gone (removed by checkpoint.keep) is dropped."""
+    with self._manifest_lock:
+      pending, self._unfinished = self._unfinished, []
+      if jax.process_index() != 0:
+        return
+      for step in pending:
+        d = self.step_dir(step)
+        if d.exists():
+          if not (d / MANIFEST).exists():
+            write_manifest(d)
+        elif not final:
+          self._unfinished.append(step)
 
   def wait(self):
     try:
       self.manager.wait_until_finished()
     except Exception as e:  # pylint: disable=broad-except
       raise self._save_error(e) from e
-    self._write_manifests()  # in case the callback did not run (sync saves)
+    self._write_manifests(final=True)  # the saves the callback found unfinished (or sync saves)
 
   def close(self, raise_errors: bool = True):
     try:

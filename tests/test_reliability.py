@@ -221,6 +221,19 @@ def test_flipped_bytes_are_a_checkpoint_error_and_fallback_uses_the_previous_ste
   assert glob.glob(os.path.join(wd, 'checkpoints', '4.unreadable-*'))
 
 
+@pytest.mark.parametrize('every', [0, 2])
+def test_background_saves_write_a_manifest_for_every_step(tmp_path, every):
+  # orbax's post-finalisation callback can run before the step directory has its final name;
+  # the manifest is then written when the saves are waited for, never skipped.
+  wd = str(tmp_path)
+  c = _config(**{'train.num_steps': 4, 'checkpoint.every': every, 'checkpoint.async_save': True})
+  train_lib.train_and_evaluate(c, wd)
+  steps = _steps(wd)
+  assert steps == ([2, 4] if every else [4])
+  for step in steps:
+    assert ckpt_lib.verify_manifest(step, ckpt_lib.epath.Path(wd) / 'checkpoints' / str(step))
+
+
 def test_checkpoints_without_a_manifest_still_restore(tmp_path):
   wd = str(tmp_path)
   c = _config(**{'train.num_steps': 4, 'checkpoint.every': 2})
