@@ -8,7 +8,7 @@ Arms (configs/frozen_llm.py): base (no temperature), constant (one learned const
 position (q position term, linear slope from 0), ssa (q position + token, v token). The LLM is
 frozen; every arm starts at exactly the base model, reads the same batches in the same order and
 uses the same temperature learning rate. Each trained arm trains in <workdir>/<arm> (orbax
-checkpoints every 40 steps: an interrupted arm resumes), then is scored on the same first
+checkpoints every 16 steps: an interrupted arm resumes), then is scored on the same first
 --eval_batches batches of the held-out 'test' split (>= 100k tokens, ssa/measure.py's standard)
 and its result is written to <results>/<arm>.json. A rerun skips every arm whose result file
 exists and was made with the same settings.
