@@ -38,7 +38,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-K_GRID = (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0)   # add-k values tried for the n-gram baselines
+K_GRID = (1e-5, 1e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0)   # add-k values tried (n-gram baselines)
 MIN_LM_EVAL_TOKENS = 100_000                        # the standard's minimum for LM comparisons
 
 

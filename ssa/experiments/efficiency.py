@@ -7,7 +7,7 @@ Reads the validation curve of every run VARIANT_sSEED under --runs (the eval rec
 metrics.jsonl; tokens = step * batch * seq_len of the config saved with its checkpoints)
 and writes efficiency.json and efficiency.png (mean curve over seeds with a ±std band, per variant).
 
-Token ratio (the paper reports 1.45x for SSA): for each seed, L = the baseline's final validation
+Token ratio: for each seed, L = the baseline's final validation
 loss after N_base tokens; N_cand = the first token count at which the candidate's curve, linearly
 interpolated between eval points, reaches L. ratio = N_base / N_cand (> 1: the candidate needs
 fewer tokens). A candidate that never reaches L within its run has no ratio for that seed (reported
