@@ -18,6 +18,11 @@ naming the path or the differing fields.
 
 import os
 
+from ssa import hostmem
+
+if __name__ == '__main__':  # before anything allocates (ssa/hostmem.py)
+  hostmem.reexec_with_tuned_malloc()
+
 from absl import app
 from absl import flags
 from ml_collections import config_flags

@@ -17,6 +17,11 @@ See ssa/sweep.py for the files and the table's columns.
 
 import sys
 
+from ssa import hostmem
+
+if __name__ == '__main__':  # before anything allocates (ssa/hostmem.py)
+  hostmem.reexec_with_tuned_malloc()
+
 from absl import app
 from absl import flags
 

@@ -12,6 +12,11 @@ A non-finite loss saves the last good state and exits with status 3 (NonFiniteEr
 """
 
 
+from ssa import hostmem
+
+if __name__ == '__main__':  # before anything allocates (ssa/hostmem.py)
+  hostmem.reexec_with_tuned_malloc()
+
 from absl import app
 from absl import flags
 from absl import logging

@@ -10,7 +10,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Layers, bottom to top. A module may import only modules of its own or a LOWER layer.
 LAYERS = [
-    ('ssa.errors',),
+    ('ssa.errors', 'ssa.hostmem'),
     ('ssa.flash',),
     ('ssa.kernels', 'ssa.strategies', 'ssa.sharding', 'ssa.data', 'ssa.metrics', 'ssa.measure',
      'ssa.plots',

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import sys
@@ -34,6 +35,7 @@ import numpy as np
 
 from configs import base
 from ssa import config_lib
+from ssa import hostmem
 from ssa import metrics as metrics_lib
 from ssa import sharding as shard_lib
 from ssa import train_lib
@@ -91,11 +93,16 @@ def prepare(preset: str, strategy: str, seq_len: int, batch: int, dtype: str, re
           'mem_est': est, 'strategy': strategy, 'times': [], 'step_fn': compiled}
 
 
+def _minor_faults() -> int:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def time_step(r):
-  t = time.perf_counter()
+  f, t = _minor_faults(), time.perf_counter()
   r['state'], m = r['step_fn'](r['state'], r['batch'])
   jax.block_until_ready(m)
   r['times'].append(time.perf_counter() - t)
+  r.setdefault('faults', []).append(_minor_faults() - f)
   r['loss'] = float(m['loss'])
 
 
@@ -114,6 +121,9 @@ def summarize(r) -> dict:
           'mem_source': 'device peak (whole process)' if peak_dev else 'XLA compiled estimate',
           'rss_peak_bytes': _rss_bytes() if jax.default_backend() == 'cpu' else None,
           'compile_s': r['compile_s'], 'loss': r['loss'], 'peak_src': peak_src,
+          'minor_faults_per_step': statistics.median(r['faults']),
+          'malloc': {k: os.environ.get(k) for k in hostmem.TUNED} if any(
+              k in os.environ for k in hostmem.TUNED) else 'glibc defaults',
           'flops_per_token': s.flops_per_token,
           'backend': c.ssa.backend, 'shape': {k: c.model[k] for k in SHAPE_FLAGS.values()},
           'seq_len': c.data.seq_len, 'batch': c.data.batch_size, 'dtype': c.model.dtype}
@@ -170,4 +180,5 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
+  hostmem.reexec_with_tuned_malloc()   # as train.py (ssa/hostmem.py); SSA_MALLOC=system: glibc's defaults
   main()
