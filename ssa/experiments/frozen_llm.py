@@ -33,18 +33,12 @@ from typing import Optional, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app
 from absl import flags
 
 from configs import frozen_llm as exp_config
 from ssa import cli
 from ssa import measure
-from ssa import train_lib
-from ssa.checkpoint import Checkpointer
-from ssa.data import make_eval_iterator
-from ssa.evaluation import loading
-from ssa.evaluation.perplexity import token_perplexity
-from ssa.evaluation.scoring import LM
+from ssa.experiments import arms as arms_lib
 from ssa.experiments.common import write_json
 
 FLAGS = flags.FLAGS
@@ -71,26 +65,10 @@ def settings(config, eval_batches: int) -> dict:
 
 def _params_and_model(arm: str, config, workdir: str, log) -> tuple:
   """(model, variables, train seconds) of the arm: the base model, or trained temperatures."""
-  t0 = time.time()
   if arm == 'base':
-    s = train_lib.setup(config)
-    state, _ = train_lib.fresh_state(s)
-    return s.model, {'params': state.params, **state.constants}, 0.0
-  run_dir = os.path.join(workdir, arm)
-  ckpt_dir = os.path.join(run_dir, 'checkpoints')
-  done = False
-  if os.path.isdir(ckpt_dir):
-    ck = Checkpointer(ckpt_dir, config.checkpoint, writer=False)
-    try:
-      done = ck.latest_step() == config.train.num_steps
-    finally:
-      ck.close()
-  if not done:
-    log(f'[{arm}] training the temperatures: {config.train.num_steps} steps of '
-        f'{config.data.batch_size} x {config.data.seq_len} tokens in {run_dir}')
-    train_lib.train_and_evaluate(config, run_dir)
-  loaded = loading.load(config, workdir=run_dir)
-  return loaded.model, loaded.variables, time.time() - t0
+    return (*arms_lib.base_model(config), 0.0)
+  return arms_lib.train_or_load(config, os.path.join(workdir, arm),
+                                log=lambda m: log(f'[{arm}] {m}'))
 
 
 def _theta(params) -> dict:
@@ -146,10 +124,7 @@ def run_arm(arm: str, workdir: str, results: str, eval_batches: int, steps: Opti
   t0 = time.time()
   log(f'[{arm}] scoring {eval_batches} test batches of {config.data.batch_size} x '
       f'{config.data.seq_len}')
-  lm = LM.from_model(model, variables, max_len=config.data.seq_len)
-  it, _ = make_eval_iterator(config, 0, 1, split='test', num_batches=eval_batches)
-  batches = list(it)
-  r = token_perplexity(lm, batches)
+  r, batches = arms_lib.score(model, variables, config, 'test', eval_batches)
   rows = max(1, TAU_ROWS // config.data.batch_size)
   taus = _tau_by_position(model, variables, batches[:rows], config.data.seq_len)
   out = {'arm': arm, 'settings': want, 'strategy': config.ssa.strategy,
@@ -167,20 +142,7 @@ def run_arm(arm: str, workdir: str, results: str, eval_batches: int, steps: Opti
   return out
 
 
-def compare(a: dict, b: dict) -> dict:
-  """Paired difference a - b (nats/token), overall and per position bucket."""
-  if a['buckets'] != b['buckets'] or len(a['sequence_bucket_nll']) != len(b['sequence_bucket_nll']):
-    raise ValueError(f'{a["arm"]} and {b["arm"]} were not scored on the same sequences.')
-  na, nb = np.asarray(a['sequence_bucket_nll']), np.asarray(b['sequence_bucket_nll'])
-  w = np.asarray(a['sequence_bucket_tokens'])
-  if not np.array_equal(w, np.asarray(b['sequence_bucket_tokens'])):
-    raise ValueError(f'{a["arm"]} and {b["arm"]} were not scored on the same tokens.')
-  out = {'overall': measure.paired_difference(na.sum(1), nb.sum(1), w.sum(1)), 'by_position': {}}
-  for j, name in enumerate(a['buckets']):
-    keep = w[:, j] > 0
-    if keep.any():
-      out['by_position'][name] = measure.paired_difference(na[keep, j], nb[keep, j], w[keep, j])
-  return out
+compare = arms_lib.compare
 
 
 def summarize(arms: dict) -> dict:
@@ -215,8 +177,7 @@ def markdown(summary: dict) -> str:
   lines += ['', '| comparison | overall: mean [95% CI] (MDE) | ' + ' | '.join(buckets) + ' |',
             '|---' * (len(buckets) + 2) + '|']
   for name, c in summary['comparisons'].items():
-    cell = lambda d: (f'{d["mean"]:+.4f} [{d["ci95"][0]:+.4f}, {d["ci95"][1]:+.4f}] '  # noqa: E731
-                      f'({d["mde"]:.4f})')
+    cell = arms_lib.cell
     lines.append(f'| {name} | {cell(c["overall"])} | ' + ' | '.join(
         cell(c['by_position'][b]) if b in c['by_position'] else '-' for b in buckets) + ' |')
   taus = [(n, a['tau_by_position']) for n, a in arms.items() if a['tau_by_position']]
