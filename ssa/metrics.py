@@ -9,6 +9,7 @@ position tables, plus the output head (vocab x D, tied or not). The second term 
 (q.k^T and probs.v: 2 * 2 * T * d_h per head per token forward, over the full T x T square as is
 customary, causal masking not discounted). SSA adds per-token temperatures: O(D) per token and
 head, included in N_matmul through its parameters (u, tau_w); the element-wise scaling is ignored.
+With optim.mode='temperature_only' the frozen weights get no gradient: 4 * N_matmul + attention.
 Rematerialisation is NOT counted (MFU counts model FLOPs, not hardware FLOPs).
 
 Peak FLOP/s per device comes from config.train.peak_flops_per_device, else a table of device kinds
@@ -39,8 +40,10 @@ PEAK_FLOPS = {
 }
 
 
-def flops_per_token(mcfg, param_count: int, seq_len: int) -> float:
-  """Training FLOPs per token (module docstring). param_count = all parameters of the model."""
+def flops_per_token(mcfg, param_count: int, seq_len: int, weight_grads: bool = True) -> float:
+  """Training FLOPs per token (module docstring). param_count = all parameters of the model.
+  weight_grads=False (optim.mode='temperature_only': the frozen weights get no gradient): the
+  backward pass computes activation gradients only, 4N instead of 6N."""
   vd = mcfg.padded_vocab_size * mcfg.d_model
   n = param_count - vd  # the input embedding is a lookup, not a matmul
   if mcfg.pos_emb == 'learned':
@@ -48,7 +51,7 @@ def flops_per_token(mcfg, param_count: int, seq_len: int) -> float:
   if mcfg.tie_embeddings:
     n += vd  # the tied output head is a matmul with the embedding table (untied: in param_count)
   attn = 12 * mcfg.n_layers * mcfg.n_heads * mcfg.head_dim * seq_len
-  return 6.0 * n + attn
+  return (6.0 if weight_grads else 4.0) * n + attn
 
 
 _MEASURED: dict[str, float] = {}

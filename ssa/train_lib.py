@@ -286,7 +286,8 @@ def setup(config, mesh: Optional[jax.sharding.Mesh] = None) -> Setup:
   eval_fn = jax.jit(functools.partial(eval_step, model=model),
                     in_shardings=(param_sh, state_sh.constants, batch_sh), out_shardings=repl)
   counts = param_counts(abstract_params)
-  fpt = metrics_lib.flops_per_token(mcfg, counts['total'], T)
+  fpt = metrics_lib.flops_per_token(mcfg, counts['total'], T,
+                                    weight_grads=config.optim.mode != 'temperature_only')
   return Setup(config, model, mesh, state_sh, abstract_state, batch_sh, init_fn, step_fn,
                eval_fn, counts, fpt, from_params_fn, log_step_fn)
 

@@ -246,3 +246,6 @@ def test_flops_per_token_counts_attention():
   n = total - 1024 * 768
   f = metrics.flops_per_token(m, total, 1024)
   assert f == 6 * n + 12 * 12 * 12 * 64 * 1024
+  # frozen weights (temperature-only training): no weight gradients, 4N
+  assert metrics.flops_per_token(m, total, 1024, weight_grads=False) == (
+      4 * n + 12 * 12 * 12 * 64 * 1024)
