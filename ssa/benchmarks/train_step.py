@@ -17,7 +17,8 @@ Runs the real jitted train_step (ssa/train_lib.py: AdamW, clipping, NaN guard) o
 two strategies alternate so both see the same machine state. Reports, per strategy: median step time, tokens/s, MFU (analytic FLOPs, ssa/metrics.py; peak from the device table or, on
 CPU, a measured f32 matmul rate), peak memory (device allocator peak where the platform reports it,
 else XLA's compiled-memory estimate: arguments + outputs + temporaries - aliased), and the ratio
-SSA / vanilla.
+SSA / vanilla: the ratio of medians and the median of the per-pair ratios of alternating steps
+with its bootstrap 95% interval (a JSON line {"ratio": ...}).
 """
 
 from __future__ import annotations
@@ -106,6 +107,16 @@ def time_step(r):
   r['loss'] = float(m['loss'])
 
 
+def paired_ratio(base_times, other_times, num_bootstrap: int = 2000) -> dict:
+  """Median of the per-pair ratios other_i / base_i of alternating steps (machine drift cancels
+  within a pair) and its bootstrap 95% interval over the pairs."""
+  x = np.asarray(other_times) / np.asarray(base_times)
+  rng = np.random.default_rng(0)
+  boots = np.median(x[rng.integers(0, len(x), (num_bootstrap, len(x)))], axis=1)
+  lo, hi = np.quantile(boots, [0.025, 0.975])
+  return {'median': float(np.median(x)), 'ci95': [float(lo), float(hi)], 'pairs': int(len(x))}
+
+
 def summarize(r) -> dict:
   c, s = r['config'], r['setup']
   step_s = statistics.median(r['times'])
@@ -172,9 +183,13 @@ def main(argv=None):
     print('# RSS is the whole process (all strategies in it); run one strategy per process for '
           'its own.')
   v = rows[0]
-  for s in rows[1:]:
+  for r, s in zip(runs[1:], rows[1:]):
     mem_ratio = (s['peak_mem_bytes'] / v['peak_mem_bytes']) if v['peak_mem_bytes'] else float('nan')
-    print(f'ratio {s["strategy"]}/{v["strategy"]}: step time x{s["step_s"] / v["step_s"]:.3f}, '
+    paired = paired_ratio(runs[0]['times'], r['times'])
+    print(json.dumps({'ratio': f'{s["strategy"]}/{v["strategy"]}', **paired}), flush=True)
+    print(f'ratio {s["strategy"]}/{v["strategy"]}: step time x{s["step_s"] / v["step_s"]:.3f} '
+          f'(paired: median x{paired["median"]:.3f}, 95% CI [{paired["ci95"][0]:.3f}, '
+          f'{paired["ci95"][1]:.3f}] over {paired["pairs"]} alternating pairs), '
           f'tokens/s x{s["tokens_per_s"] / v["tokens_per_s"]:.3f}, peak memory x{mem_ratio:.3f} '
           f'(memory: {v["mem_source"]})')
 
