@@ -78,12 +78,16 @@ def test_disabled_units_do_not_run_and_leave_no_keys(tmp_path):
   res = runner.run(c, loaded, str(tmp_path), log=lambda *_: None,
                    units=runner.UNITS + (off,))
   assert off.calls == 0
-  assert list(res['metrics']) == ['validation:loss', 'validation:perplexity', 'validation:tokens']
+  assert list(res['metrics']) == ['validation:loss', 'validation:perplexity', 'validation:tokens',
+                                  'validation:loss@1-32']   # T=32: one position bucket
   it, _ = ssa.data.make_eval_iterator(c, 0, 1, split='validation', num_batches=1)
   want = perplexity.token_perplexity(common.make_lm(c, loaded), it)
   assert res['metrics']['validation:loss'] == pytest.approx(want['loss'], rel=1e-6)
   assert res['metrics']['validation:tokens'] == want['tokens'] == 8 * 32
-  assert res['figures'] == [] and sorted(res) == ['figures', 'meta', 'metrics']
+  assert res['figures'] == [] and sorted(res) == ['by_position', 'figures', 'meta', 'metrics',
+                                                  'sequences']
+  assert res['sequences']['validation']['buckets'] == ['1-32']
+  assert len(res['sequences']['validation']['nll']) == 8   # one batch of 8 rows
   assert sorted(p.name for p in tmp_path.iterdir()) == ['eval_results.json']
   saved = json.loads((tmp_path / 'eval_results.json').read_text())
   assert saved['metrics'] == res['metrics'] and saved['meta']['complete'] is True
@@ -104,11 +108,13 @@ def test_a_failing_unit_leaves_earlier_metrics_and_complete_false(tmp_path):
   saved = json.loads((tmp_path / 'eval_results.json').read_text())
   assert saved['meta']['complete'] is False and saved['meta']['seconds'] > 0
   assert list(saved['metrics']) == [f'{s}:{k}' for s in ('validation', 'train')
-                                    for k in ('loss', 'perplexity', 'tokens')]
+                                    for k in ('loss', 'perplexity', 'tokens', 'loss@1-32')]
   for s in ('validation', 'train'):
     assert math.exp(saved['metrics'][f'{s}:loss']) == pytest.approx(
         saved['metrics'][f'{s}:perplexity'], rel=1e-9)
-  assert [line.split(':')[0] for line in logs] == ['validation', 'train']   # no 'wrote ...'
+  # per split: the loss line and the note that 256 tokens are below the standard's 100k; no 'wrote'
+  assert [line.split(':')[0] for line in logs] == ['validation', 'validation', 'train', 'train']
+  assert all('below the 100000' in line for line in logs[1::2])
   assert not (tmp_path / 'attention_stats.json').exists()   # the unit after boom never ran
 
 

@@ -151,12 +151,14 @@ def run(workdir: str, results: str, eval_batches: int, steps: Optional[int] = No
   return write_summary(results, log)
 
 
-flags.DEFINE_string('workdir', 'runs/ft_tuned', 'where each arm trains (<workdir>/<arm>)')
-flags.DEFINE_string('results', 'docs/results/ft_tuned', 'where the result files go')
-flags.DEFINE_integer('eval_batches', 100, 'batches scored per split (8 x 128 tokens each; the '
-                     'default 100 = 102,400 positions)')
-flags.DEFINE_integer('steps', None, 'override train.num_steps of every arm (smoke runs)')
-flags.DEFINE_bool('summarize_only', False, 'only recompute the summary from the result files')
+def define_flags() -> None:
+  """The CLI flags (defined by the main only: importing this module defines none)."""
+  flags.DEFINE_string('workdir', 'runs/ft_tuned', 'where each arm trains (<workdir>/<arm>)')
+  flags.DEFINE_string('results', 'docs/results/ft_tuned', 'where the result files go')
+  flags.DEFINE_integer('eval_batches', 100, 'batches scored per split (8 x 128 tokens each; the '
+                       'default 100 = 102,400 positions)')
+  flags.DEFINE_integer('steps', None, 'override train.num_steps of every arm (smoke runs)')
+  flags.DEFINE_bool('summarize_only', False, 'only recompute the summary from the result files')
 
 
 def main(argv):
@@ -174,4 +176,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   cli.run(main)

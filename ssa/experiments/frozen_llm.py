@@ -214,13 +214,15 @@ def write_summary(results: str, arms: Sequence[str], log=print) -> dict:
   return summary
 
 
-flags.DEFINE_string('workdir', 'runs/frozen_llm', 'where each arm trains (<workdir>/<arm>)')
-flags.DEFINE_string('results', 'docs/results/frozen_llm', 'where <arm>.json and the summary go')
-flags.DEFINE_list('arms', list(exp_config.ARMS), 'arms to run (configs/frozen_llm.py ARMS)')
-flags.DEFINE_integer('eval_batches', 100, 'test batches scored per arm (batch x seq_len tokens '
-                     'each; the default 100 x 2 x 512 = 102,400 positions)')
-flags.DEFINE_integer('steps', None, 'override train.num_steps of every trained arm (smoke runs)')
-flags.DEFINE_bool('summarize_only', False, 'only recompute the summary from the result files')
+def define_flags() -> None:
+  """The CLI flags (defined by the main only: importing this module defines none)."""
+  flags.DEFINE_string('workdir', 'runs/frozen_llm', 'where each arm trains (<workdir>/<arm>)')
+  flags.DEFINE_string('results', 'docs/results/frozen_llm', 'where <arm>.json and the summary go')
+  flags.DEFINE_list('arms', list(exp_config.ARMS), 'arms to run (configs/frozen_llm.py ARMS)')
+  flags.DEFINE_integer('eval_batches', 100, 'test batches scored per arm (batch x seq_len tokens '
+                       'each; the default 100 x 2 x 512 = 102,400 positions)')
+  flags.DEFINE_integer('steps', None, 'override train.num_steps of every trained arm (smoke runs)')
+  flags.DEFINE_bool('summarize_only', False, 'only recompute the summary from the result files')
 
 
 def main(argv):
@@ -244,4 +246,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   cli.run(main)
