@@ -8,6 +8,10 @@ dilution_curves(probs_BHTS)       each query row sorted in descending order, ave
 entropy_by_position(probs_BHTS)   -sum_s p log p of each row, averaged over batch and heads: [T]
                                   (bounded by log(t+1)).
 temperature_by_position(tau_BTH)  learned temperature averaged over batch and heads: [T].
+mixing_weights(probs, tau_v_BSH)  the effective mixing weights p_j * tau_v,j renormalised over j
+                                  (what a value-temperature model actually averages): [B,H,T,S].
+entropy_slope(entropy_T)          least-squares slope of entropy against log n over n = 2..T
+                                  (uniform attention: 1; attention that ignores length: 0).
 token_temperatures(tau_BTH)       per token of sequence 0, averaged over heads: [T] (Figure 1).
                                   Figure 1 shows layer_<eval.fig1_layer>'s tau_q (the layer must
                                   have one) or, for -1, the mean over the layers that have tau_q.
@@ -65,6 +69,25 @@ def entropy_by_position(probs_BHTS: np.ndarray) -> np.ndarray:
 
 def temperature_by_position(tau_BTH: np.ndarray) -> np.ndarray:
   return np.asarray(tau_BTH, np.float64).mean(axis=(0, 2))
+
+
+def mixing_weights(probs_BHTS: np.ndarray, tau_v_BSH: np.ndarray) -> np.ndarray:
+  """[B,H,T,S]: p_ts * tau_v,s renormalised over s (rows with no mass stay 0)."""
+  p = np.asarray(probs_BHTS, np.float64)
+  w = p * np.transpose(np.asarray(tau_v_BSH, np.float64), (0, 2, 1))[:, :, None, :]
+  total = w.sum(-1, keepdims=True)
+  return np.divide(w, total, out=np.zeros_like(w), where=total > 0)
+
+
+def entropy_slope(entropy_T, first: int = 2) -> float:
+  """Least-squares slope of entropy[n-1] against log n over positions n = first..T."""
+  e = np.asarray(entropy_T, np.float64)
+  n = np.arange(1, len(e) + 1)
+  keep = n >= first
+  if keep.sum() < 2:
+    raise ValueError(f'entropy_slope: {len(e)} positions; expected at least {first + 1}.')
+  x = np.log(n[keep])
+  return float(np.polyfit(x, e[keep], 1)[0])
 
 
 def token_temperatures(tau_BTH: np.ndarray, row: int = 0) -> np.ndarray:

@@ -3,7 +3,10 @@ an arm in its workdir (or find it trained), score it on a split, pair two arms.
 
     model, variables, seconds = train_or_load(config, run_dir, log)
     scored = score(model, variables, config, split, num_batches)     # token_perplexity's dict
-    compare(a, b)          # paired difference a - b, overall and per position bucket
+    compare(a, b)          # paired difference a - b, overall and per position bucket (a, b: one
+                           # result each, or lists of results of the same seeds, paired by seed)
+    theta(params)          # the learned position slopes, {layer: [theta per head]}
+    tau_by_position(model, variables, batches, T)   # mean tau_q / tau_v by position bucket
 
 A result dict (an arm's JSON) holds at least 'arm', 'buckets', 'sequence_bucket_nll' and
 'sequence_bucket_tokens' for `compare`.
@@ -14,6 +17,8 @@ from __future__ import annotations
 import os
 import time
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from ssa import measure
@@ -60,20 +65,70 @@ def score(model, variables, config, split: str, num_batches: int) -> tuple[dict,
   return token_perplexity(lm, batches), batches
 
 
-def compare(a: dict, b: dict) -> dict:
-  """Paired difference a - b (nats/token), overall and per position bucket."""
-  if a['buckets'] != b['buckets'] or len(a['sequence_bucket_nll']) != len(b['sequence_bucket_nll']):
-    raise ValueError(f'{a["arm"]} and {b["arm"]} were not scored on the same sequences.')
-  na, nb = np.asarray(a['sequence_bucket_nll']), np.asarray(b['sequence_bucket_nll'])
-  w = np.asarray(a['sequence_bucket_tokens'])
-  if not np.array_equal(w, np.asarray(b['sequence_bucket_tokens'])):
-    raise ValueError(f'{a["arm"]} and {b["arm"]} were not scored on the same tokens.')
-  out = {'overall': measure.paired_difference(na.sum(1), nb.sum(1), w.sum(1)), 'by_position': {}}
-  for j, name in enumerate(a['buckets']):
+def _stack(results, field: str) -> np.ndarray:
+  return np.stack([np.asarray(r[field], np.float64) for r in results])
+
+
+def compare(a, b) -> dict:
+  """Paired difference a - b (nats/token), overall and per position bucket. a and b are result
+  dicts, or equally long lists of them paired by seed (seed i of a with seed i of b, all scored on
+  the same sequences): the bootstrap then resamples seeds and sequences (measure.paired_difference)."""
+  a_list, b_list = (list(x) if isinstance(x, (list, tuple)) else [x] for x in (a, b))
+  if not a_list or len(a_list) != len(b_list):
+    raise ValueError(f'compare: {len(a_list)} results against {len(b_list)}; expected the same '
+                     'number (one per seed) on both sides.')
+  names = f'{a_list[0]["arm"]} and {b_list[0]["arm"]}'
+  rs = a_list + b_list
+  if any(r['buckets'] != rs[0]['buckets'] or
+         len(r['sequence_bucket_nll']) != len(rs[0]['sequence_bucket_nll']) for r in rs):
+    raise ValueError(f'{names} were not scored on the same sequences.')
+  na, nb = _stack(a_list, 'sequence_bucket_nll'), _stack(b_list, 'sequence_bucket_nll')
+  w = _stack(rs, 'sequence_bucket_tokens')
+  if not all(np.array_equal(w[0], wi) for wi in w[1:]):
+    raise ValueError(f'{names} were not scored on the same tokens.')
+  w = w[0]                                  # [sequences, buckets]
+  out = {'overall': measure.paired_difference(na.sum(-1), nb.sum(-1), w.sum(-1)), 'by_position': {}}
+  for j, name in enumerate(a_list[0]['buckets']):
     keep = w[:, j] > 0
     if keep.any():
-      out['by_position'][name] = measure.paired_difference(na[keep, j], nb[keep, j], w[keep, j])
+      out['by_position'][name] = measure.paired_difference(na[:, keep, j], nb[:, keep, j],
+                                                           w[keep, j])
   return out
+
+
+def theta(params) -> dict:
+  """{layer: theta per head} of every query position term (tau_q/theta), layers in order."""
+  out = {}
+  for name, sub in params.items():
+    if not name.startswith('layer_'):
+      continue
+    th = sub.get('attn', {}).get('tau_q', {}).get('theta')
+    if th is not None:
+      out[name] = np.asarray(th, np.float64).reshape(-1).tolist()
+  return dict(sorted(out.items(), key=lambda kv: int(kv[0][6:])))
+
+
+def tau_by_position(model, variables, batches, T: int) -> dict:
+  """{'q'|'v': {bucket: mean tau over layers, heads and the rows' real tokens}}."""
+  fn = jax.jit(lambda v, x, p, s: model.apply(v, x, positions=p, segment_ids=s,
+                                               mutable=['intermediates'])[1])
+  sums, counts = {}, {}
+  for b in batches:
+    inter = jax.device_get(fn(variables, jnp.asarray(b['inputs']), jnp.asarray(b['positions']),
+                              jnp.asarray(b['segment_ids']))).get('intermediates', {})
+    pos = np.asarray(b['positions']) + 1
+    w = np.asarray(b['weights'])
+    for sub in inter.values():
+      for name, v in sub.get('attn', {}).items():
+        if not name.startswith('temperature_'):
+          continue
+        e = name[len('temperature_'):]
+        tau_BT = np.asarray(v[0], np.float64).mean(-1)
+        s, c = measure.bucket_sums(tau_BT, w, pos, T)
+        sums[e] = sums.get(e, 0) + s
+        counts[e] = counts.get(e, 0) + c
+  return {e: {k: v['loss'] for k, v in measure.bucket_losses(sums[e], counts[e], T).items()}
+          for e in sums}
 
 
 def cell(d: dict) -> str:

@@ -30,14 +30,11 @@ import os
 import time
 from typing import Optional, Sequence
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
 from configs import frozen_llm as exp_config
 from ssa import cli
-from ssa import measure
 from ssa.experiments import arms as arms_lib
 from ssa.experiments.common import write_json
 
@@ -71,41 +68,6 @@ def _params_and_model(arm: str, config, workdir: str, log) -> tuple:
                                 log=lambda m: log(f'[{arm}] {m}'))
 
 
-def _theta(params) -> dict:
-  """{layer: theta per head} of every position term (tau_q/theta)."""
-  out = {}
-  for name, sub in params.items():
-    if not name.startswith('layer_'):
-      continue
-    theta = sub.get('attn', {}).get('tau_q', {}).get('theta')
-    if theta is not None:
-      out[name] = np.asarray(theta, np.float64).tolist()
-  return dict(sorted(out.items(), key=lambda kv: int(kv[0][6:])))
-
-
-def _tau_by_position(model, variables, batches, T: int) -> dict:
-  """{'q'|'v': {bucket: mean tau over layers, heads and the rows' real tokens}}."""
-  fn = jax.jit(lambda v, x, p, s: model.apply(v, x, positions=p, segment_ids=s,
-                                               mutable=['intermediates'])[1])
-  sums, counts = {}, {}
-  for b in batches:
-    inter = jax.device_get(fn(variables, jnp.asarray(b['inputs']), jnp.asarray(b['positions']),
-                              jnp.asarray(b['segment_ids']))).get('intermediates', {})
-    pos = np.asarray(b['positions']) + 1
-    w = np.asarray(b['weights'])
-    for layer, sub in inter.items():
-      for name, v in sub.get('attn', {}).items():
-        if not name.startswith('temperature_'):
-          continue
-        e = name[len('temperature_'):]
-        tau_BT = np.asarray(v[0], np.float64).mean(-1)
-        s, c = measure.bucket_sums(tau_BT, w, pos, T)
-        sums[e] = sums.get(e, 0) + s
-        counts[e] = counts.get(e, 0) + c
-  return {e: {k: v['loss'] for k, v in measure.bucket_losses(sums[e], counts[e], T).items()}
-          for e in sums}
-
-
 def run_arm(arm: str, workdir: str, results: str, eval_batches: int, steps: Optional[int] = None,
             log=print, config_fn=arm_config) -> dict:
   """Trains (if needed) and scores one arm; writes and returns <results>/<arm>.json.
@@ -126,13 +88,13 @@ def run_arm(arm: str, workdir: str, results: str, eval_batches: int, steps: Opti
       f'{config.data.seq_len}')
   r, batches = arms_lib.score(model, variables, config, 'test', eval_batches)
   rows = max(1, TAU_ROWS // config.data.batch_size)
-  taus = _tau_by_position(model, variables, batches[:rows], config.data.seq_len)
+  taus = arms_lib.tau_by_position(model, variables, batches[:rows], config.data.seq_len)
   out = {'arm': arm, 'settings': want, 'strategy': config.ssa.strategy,
          'ssa': {k: config.ssa[k] for k in ('q', 'k', 'v', 'slope', 'theta_init', 'granularity')},
          'train_tokens': want['steps'] * want['batch'] * want['seq_len'] if arm != 'base' else 0,
          'train_seconds': train_s, 'score_seconds': time.time() - t0,
          'loss': r['loss'], 'tokens': r['tokens'], 'by_position': r['by_position'],
-         'buckets': r['buckets'], 'theta': _theta(variables['params']),
+         'buckets': r['buckets'], 'theta': arms_lib.theta(variables['params']),
          'tau_by_position': taus,
          'sequence_bucket_nll': r['sequence_bucket_nll'],
          'sequence_bucket_tokens': r['sequence_bucket_tokens']}
