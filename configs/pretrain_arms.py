@@ -3,12 +3,15 @@ ssa/experiments/pretrain_arms.py).
 
     python -m ssa.experiments.pretrain_arms --workdir=runs/pretrain_arms \
         --results=docs/results/pretrain_arms --seeds=0,1,2,3
+    python -m ssa.experiments.pretrain_arms --size=gpu --workdir=runs/pretrain_arms_gpu \
+        --results=docs/results/pretrain_arms_gpu --seeds=0    # one H100/H200 (not run yet)
 
 A byte-level GPT (GPT-2 layout, 4 layers, D=128, 4 heads of 32, d_ff 512) trained from scratch on
 the embedded Shakespeare plays at T=256, batch 16, for STEPS steps (AdamW 2e-3, warmup 50, cosine
 to 2e-4: the quick start's recipe, fixed before any result here was seen). 10% of the plays are
 held out as 'test' (scored once per run, >= 100k positions) and 10% as 'validation' (the loss
-curve during training). The argument is 'ARM' or 'ARM,SEED'; config.seed = data.seed = SEED, so
+curve during training). The argument is 'ARM', 'ARM,SEED' or 'ARM,SEED,SIZE' (SIZE 'cpu', the
+default, or 'gpu'); config.seed = data.seed = SEED, so
 the three arms of one seed start from the same base weights (the temperature parameters are extra
 leaves; Flax derives every other leaf's init from its own path) and read the same batches.
 
@@ -20,6 +23,13 @@ by the terms they have):
             optimizer's pace; the release's exp(-exp(theta)) from theta 1.5 hardly moves in a
             budget this size, see docs/results.md)
   ssa       the final SSA: q position + token term, v token term (weight sharing), same slope
+
+Size 'gpu' (prepared for one H100/H200, not run on this project's CPU machine): GPT-2 124M at
+T=1024, GPT-2 BPE, bf16 compute with f32 params, batch 32 x 1024, GPU_STEPS steps (the paper's
+GPT-2 recipe: AdamW 6e-4 -> 6e-5, warmup 100 here), the same Shakespeare plays and splits, test
+scored on GPU_EVAL_BATCHES batches. Sized to about 3 minutes per run on one H100 at ~35% MFU
+(an estimate: 124M params x 6 + attention ~ 0.85 GFLOP/token, ~10M tokens per run); ~7 epochs of
+the plays, so expect overfitting late in the run: compare the arms, not the absolute loss.
 """
 
 from configs import shakespeare
@@ -30,10 +40,18 @@ BATCH = 16
 STEPS = 500           # 500 x 16 x 256 = 2.05M training tokens per run (12 runs in ~60 min idle)
 EVAL_POINTS = 10      # validation-curve points per run (every STEPS / EVAL_POINTS steps)
 CURVE_BATCHES = 4     # validation batches per curve point (16,384 positions)
+SIZES = ('cpu', 'gpu')
+GPU_STEPS = 300       # 300 x 32 x 1024 = 9.8M training tokens per run
+GPU_EVAL_BATCHES = 4  # 4 x 32 x 1024 = 131,072 test positions
 
 
 def get_config(arg: str = 'ssa'):
-  arm, _, seed = str(arg).partition(',')
+  arm, _, rest = str(arg).partition(',')
+  seed, _, size = rest.partition(',')
+  size = size or 'cpu'
+  if size not in SIZES:
+    raise ValueError(f'configs/pretrain_arms.py: unknown size {size!r} in {arg!r}; expected one '
+                     f'of {list(SIZES)}.')
   if arm not in ARMS:
     raise ValueError(f'configs/pretrain_arms.py: unknown arm {arm!r}; expected one of '
                      f'{list(ARMS)} (optionally ",SEED").')
@@ -57,6 +75,8 @@ def get_config(arg: str = 'ssa'):
   c.train.log_every = 50
   c.checkpoint.every = 100       # resumable: an interrupted run loses at most 100 steps
   c.checkpoint.keep = 1
+  if size == 'gpu':
+    _gpu(c)
   s = c.ssa
   if arm == 'vanilla':
     s.strategy = 'vanilla'
@@ -68,3 +88,23 @@ def get_config(arg: str = 'ssa'):
     s.k = 'none'
     s.q, s.v = ('pos', 'none') if arm == 'pts' else ('pos+tok', 'tok')
   return c
+
+
+def _gpu(c) -> None:
+  """GPT-2 124M, T=1024, bf16 (size 'gpu'); data, splits, seeds and arms as the CPU size."""
+  from configs import presets  # pylint: disable=g-import-not-at-top
+  keep = {k: c.model[k] for k in ('preset',)}
+  presets.apply(c, 'gpt2-124m')
+  c.model.preset = keep['preset'].replace(f'shakespeare-T{SEQ_LEN}', 'gpt2-124m-T1024')
+  c.model.max_len = 1024
+  c.model.dtype = 'bfloat16'
+  c.data.tokenizer = 'gpt2'
+  c.data.seq_len = 1024
+  c.data.batch_size = 32
+  c.data.num_threads = 4
+  c.optim.lr = 6e-4
+  c.optim.warmup_steps = 100
+  c.train.num_steps = GPU_STEPS
+  c.train.eval_every = GPU_STEPS // EVAL_POINTS
+  c.train.log_every = 10
+  c.checkpoint.every = 100

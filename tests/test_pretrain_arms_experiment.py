@@ -31,6 +31,22 @@ def test_arms_differ_only_in_their_temperatures():
     exp_config.get_config('nope,1')
   with pytest.raises(ValueError, match='not an integer'):
     exp_config.get_config('ssa,x')
+  with pytest.raises(ValueError, match='unknown size'):
+    exp_config.get_config('ssa,1,tpu')
+
+
+def test_gpu_size_is_gpt2_124m_bf16_and_passes_validation():
+  from ssa import config_lib
+  for arm in exp_config.ARMS:
+    c = exp_config.get_config(f'{arm},2,gpu')
+    config_lib.validate(c)
+    cpu = exp_config.get_config(f'{arm},2')
+    assert (c.model.d_model, c.model.n_layers, c.model.vocab_size, c.model.dtype) == (
+        768, 12, 50257, 'bfloat16')
+    assert (c.data.seq_len, c.data.tokenizer, c.train.num_steps, c.seed) == (
+        1024, 'gpt2', exp_config.GPU_STEPS, 2)
+    assert c.ssa.to_dict() == cpu.ssa.to_dict() and c.data.dataset == cpu.data.dataset
+    assert c.data.test_fraction == cpu.data.test_fraction
 
 
 def _corpus(tmp_path):

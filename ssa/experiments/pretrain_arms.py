@@ -64,8 +64,8 @@ def run_name(arm: str, seed: int) -> str:
   return f'{arm}_s{seed}'
 
 
-def arm_config(arm: str, seed: int, steps: Optional[int] = None):
-  c = exp_config.get_config(f'{arm},{seed}')
+def arm_config(arm: str, seed: int, steps: Optional[int] = None, size: str = 'cpu'):
+  c = exp_config.get_config(f'{arm},{seed},{size}')
   if steps is not None:
     c.train.num_steps = steps
     c.train.eval_every = max(1, steps // exp_config.EVAL_POINTS)
@@ -77,7 +77,8 @@ def settings(config, eval_batches: int, attn_rows: int) -> dict:
   """What makes two result files comparable (a rerun with other settings redoes the run)."""
   d, m = config.data, config.model
   return {'steps': int(config.train.num_steps), 'batch': int(d.batch_size),
-          'seq_len': int(d.seq_len), 'lr': float(config.optim.lr),
+          'seq_len': int(d.seq_len), 'lr': float(config.optim.lr), 'dtype': m.dtype,
+          'tokenizer': d.tokenizer,
           'model': [int(m.n_layers), int(m.d_model), int(m.n_heads)],
           'eval_split': 'test', 'eval_batches': int(eval_batches), 'attn_rows': int(attn_rows)}
 
@@ -418,8 +419,10 @@ def define_flags() -> None:
   flags.DEFINE_string('results', 'docs/results/pretrain_arms', 'where the result files go')
   flags.DEFINE_list('seeds', ['0', '1', '2', '3'], 'seeds (each trains every arm)')
   flags.DEFINE_list('arms', list(exp_config.ARMS), 'arms (configs/pretrain_arms.py ARMS)')
-  flags.DEFINE_integer('eval_batches', 25, 'test batches scored per run (the default 25 x 16 x '
-                       '256 = 102,400 positions)')
+  flags.DEFINE_enum('size', 'cpu', list(exp_config.SIZES), "configs/pretrain_arms.py size: "
+                    "'cpu' (this machine) or 'gpu' (GPT-2 124M, T=1024, bf16; one H100/H200)")
+  flags.DEFINE_integer('eval_batches', None, 'test batches scored per run (default: 25 x 16 x 256 '
+                       '= 102,400 positions for cpu, GPU_EVAL_BATCHES x 32 x 1024 for gpu)')
   flags.DEFINE_integer('attn_rows', 8, 'test rows whose attention the dilution statistics use')
   flags.DEFINE_integer('steps', None, 'override train.num_steps of every run (smoke runs)')
   flags.DEFINE_bool('summarize_only', False, 'only recompute the summary and figures from the '
@@ -437,15 +440,17 @@ def main(argv):
     seeds = [int(s) for s in FLAGS.seeds]
   except ValueError:
     cli.exit_with_error(ValueError(f'--seeds={",".join(FLAGS.seeds)}; expected integers.'))
-  for name in ('eval_batches', 'attn_rows'):
-    if getattr(FLAGS, name) < 1:
-      cli.exit_with_error(ValueError(f'--{name}={getattr(FLAGS, name)}; expected >= 1.'))
+  eval_batches = FLAGS.eval_batches or (25 if FLAGS.size == 'cpu' else exp_config.GPU_EVAL_BATCHES)
+  for name, value in (('eval_batches', eval_batches), ('attn_rows', FLAGS.attn_rows)):
+    if value < 1:
+      cli.exit_with_error(ValueError(f'--{name}={value}; expected >= 1.'))
+  size = FLAGS.size
   try:
     if FLAGS.summarize_only:
       write_summary(FLAGS.results, seeds)
     else:
-      run(FLAGS.workdir, FLAGS.results, seeds, FLAGS.arms, FLAGS.eval_batches, FLAGS.attn_rows,
-          FLAGS.steps)
+      run(FLAGS.workdir, FLAGS.results, seeds, FLAGS.arms, eval_batches, FLAGS.attn_rows,
+          FLAGS.steps, config_fn=lambda a, s, st: arm_config(a, s, st, size))
   except (FileNotFoundError, ValueError) as e:
     cli.exit_with_error(e)
 
