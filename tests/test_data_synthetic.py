@@ -108,3 +108,37 @@ def test_denoising_bayes_rule():
   assert np.array_equal(again[0]['inputs'], batches[0]['inputs'])
   with pytest.raises(DataError, match='num_signal'):
     synthetic.denoising_example(0, num_tokens=4, num_signal=5)
+
+
+@pytest.mark.parametrize('spec', ['byte', 'gpt2'])
+def test_passkey_with_decoys_only_the_label_tells_the_key(spec):
+  tok = get_tokenizer(spec)
+  task = synthetic.PasskeyTask(tok, seq_len=600, depth=None, seed=3, decoys=3)
+  plain = synthetic.PasskeyTask(tok, seq_len=600, depth=None, seed=3)
+  fillers = set()
+  for i in range(6):
+    ex = task.example(i, 'test')
+    key = int(ex['passkey'])
+    text = tok.decode(ex['inputs'])
+    assert ex['inputs'].shape == (600,) and synthetic.passkey_recover(ex['inputs'], tok) == key
+    nums = [int(n) for n in ex['decoy_numbers']]
+    assert len(set(nums + [key])) == 4                       # distinct from the key and each other
+    for n, start in zip(nums, ex['decoy_starts']):
+      sentence = tok.decode(ex['inputs'][start:start + 12])
+      assert sentence.lstrip().startswith('The ') and 'pass key' not in sentence
+      assert text.count(str(n)) == 2                          # "... is N. Remember it. N is ..."
+    labels = [l for l in synthetic.DECOY_LABELS if f'The {l} is' in text]
+    assert len(labels) == 3
+    assert text.count(str(key)) == 2 + 0 and tok.decode(ex['targets'][ex['weights'] > 0]) == f' {key}'
+    assert tok.decode(ex['inputs'][ex['key_start']:]).lstrip().startswith(f'The pass key is {key}')
+    assert tok.decode(ex['inputs'][:ex['answer_start'] + 1]).endswith('The pass key is')
+    fillers.add(text[:400])
+    # deterministic, and the classic task is unchanged by the option's existence
+    assert all(np.array_equal(ex[k], task.example(i, 'test')[k]) for k in ex)
+    assert 'decoy_numbers' not in plain.example(i, 'test')
+  assert len(fillers) == 6                                    # random filler differs per example
+  assert any(s in ''.join(fillers) for s in synthetic.RANDOM_FILLER)
+  with pytest.raises(DataError, match='decoys'):
+    synthetic.PasskeyTask(tok, 600, decoys=len(synthetic.DECOY_LABELS) + 1)
+  with pytest.raises(DataError, match='too short'):
+    synthetic.PasskeyTask(get_tokenizer('byte'), 200, decoys=4)

@@ -265,6 +265,23 @@ def test_passkey_oracle_scores_one_and_random_model_scores_chance():
   assert open(path, 'rb').read(8) == b'\x89PNG\r\n\x1a\n'
 
 
+def test_passkey_with_decoys_scores_the_key_and_counts_decoy_answers():
+  import re
+  def first_number(prompts, n):   # token identity: the first five-digit number in the prompt
+    return [TOK.encode(' ' + re.search(r'\d{5}', TOK.decode(p)).group(0))[:n] for p in prompts]
+  def oracle(prompts, n):
+    return [TOK.encode(f' {passkey_recover(np.asarray(p), TOK)}')[:n] for p in prompts]
+  T = 480
+  r = passkey.evaluate_passkey(oracle, TOK, [T], [0.5], 6, decoys=3)
+  assert r['mean_accuracy'] == 1.0 and r['mean_decoy_rate'] == 0.0 and r['decoys'] == 3
+  r = passkey.evaluate_passkey(first_number, TOK, [T], [0.0, 1.0], 6, decoys=3)
+  acc, fooled = np.asarray(r['accuracy']), np.asarray(r['decoy_rate'])
+  np.testing.assert_allclose(acc + fooled, 1.0)     # each answer is the key or a decoy's number
+  assert acc[0, 0] == 1.0                           # key at depth 0: it is the first number
+  assert fooled[0, 1] >= 0.5                        # key at the end: usually a decoy comes first
+  assert 'decoy_rate' not in passkey.evaluate_passkey(oracle, TOK, [PK_LEN], [0.5], 2)
+
+
 # ----------------------------------------------------------------------------- generation
 
 def test_kv_cache_sampling_at_temperature_zero_equals_full_forward_argmax():
@@ -387,7 +404,7 @@ def test_passkey_at_max_len_with_varying_answer_token_counts():
   from ssa.data import get_tokenizer  # pylint: disable=g-import-not-at-top
   gpt2 = get_tokenizer('gpt2')
   T, num = 80, 12
-  lens = {n for _, _, n in passkey.passkey_prompts(gpt2, T, 0.5, num)}
+  lens = {c[2] for c in passkey.passkey_prompts(gpt2, T, 0.5, num)}
   assert len(lens) > 1, lens  # the test needs answers of different token counts
   calls = []
 

@@ -21,6 +21,13 @@ Passkey retrieval  (`passkey_example`, `passkey_dataset`)
   'answer_start' (first input index whose target is an answer token).
   Answer-recovery rule: the key is the five digits after "The pass key is " in decode(inputs);
   decode(targets[weights > 0]) == " {key}".
+  Decoys (decoys = m > 0; data.passkey_decoys): the key can no longer be found by token identity
+  (the only run of digits). m DECOY_SENTENCEs " The {label} is {num}. Remember it. {num} is the
+  {label}." are added, each with a distinct label from DECOY_LABELS and a five-digit number other
+  than the key and the other decoys, each at a uniformly random filler sentence boundary; and the
+  filler becomes random: each sentence drawn uniformly from FILLER_SENTENCES + RANDOM_FILLER.
+  Only the label tells the pass key from a decoy. Extra fields 'decoy_starts' [m] (input indices) and
+  'decoy_numbers' [m].
 
 Graph next-token  (`Graph`, `graph_dataset`)
   A directed random graph on V = num_nodes nodes (node = token id): node i has out-degree
@@ -62,6 +69,12 @@ PASSKEY_SENTENCE = ' The pass key is {key}. Remember it. {key} is the pass key.'
 PASSKEY_QUESTION = ' What is the pass key? The pass key is'
 PASSKEY_ANSWER = ' {key}'
 PASSKEY_RE = re.compile(r'The pass key is (\d{5})\. Remember it\.')
+DECOY_SENTENCE = ' The {label} is {num}. Remember it. {num} is the {label}.'
+DECOY_LABELS = ('door code', 'locker number', 'bank pin', 'room number', 'ticket number',
+                'safe combination', 'badge id', 'order number')
+RANDOM_FILLER = (' The river is wide.', ' A bird sang at dawn.', ' The road turns left.',
+                 ' Bread is baked daily.', ' The wind is cold.', ' A door opened slowly.',
+                 ' The hills are far away.', ' Rain fell all night.')
 
 
 def _rng(seed: int, split: str, index: int) -> np.random.Generator:
@@ -82,19 +95,30 @@ def _row(tokens: np.ndarray) -> dict[str, np.ndarray]:
 class PasskeyTask:
   """Passkey examples for one tokenizer and sequence length (see module docstring)."""
 
-  def __init__(self, tokenizer, seq_len: int, depth: float | None = 0.5, seed: int = 0):
+  def __init__(self, tokenizer, seq_len: int, depth: float | None = 0.5, seed: int = 0,
+               decoys: int = 0):
     if depth is not None and not 0.0 <= depth <= 1.0:
       raise DataError(f'passkey depth={depth}; expected a number in [0, 1] or None (random).')
+    if isinstance(decoys, bool) or not isinstance(decoys, (int, np.integer)) or not (
+        0 <= decoys <= len(DECOY_LABELS)):
+      raise DataError(f'passkey decoys={decoys!r}; expected an integer in 0..{len(DECOY_LABELS)} '
+                      '(one per label of DECOY_LABELS).')
     self.tokenizer, self.seq_len, self.depth, self.seed = tokenizer, seq_len, depth, seed
+    self.decoys = int(decoys)
     enc = lambda s: np.asarray(tokenizer.encode(s), np.int32)
     self._prefix, self._question = enc(PASSKEY_PREFIX), enc(PASSKEY_QUESTION)
-    self._sentences = [enc(s) for s in FILLER_SENTENCES]
+    pool = FILLER_SENTENCES + (RANDOM_FILLER if self.decoys else ())
+    self._sentences = [enc(s) for s in pool]
+    samples = (10000, 99999, 12345, 67890, 31415)
     longest = max(len(enc(PASSKEY_SENTENCE.format(key=k)) + len(enc(PASSKEY_ANSWER.format(key=k))))
-                  for k in (10000, 99999, 12345, 67890, 31415))
+                  for k in samples)
+    longest += sum(sorted((len(enc(DECOY_SENTENCE.format(label=l, num=n)))
+                           for l in DECOY_LABELS for n in samples), reverse=True)[:self.decoys])
     need = len(self._prefix) + len(self._question) + longest + 4
     if seq_len + 1 < need:
-      raise DataError(f'passkey: seq_len={seq_len} is too short for the passkey template with '
-                      f'tokenizer {tokenizer.name!r}; it needs at least ~{need} tokens.')
+      raise DataError(f'passkey: seq_len={seq_len} is too short for the passkey template '
+                      f'({self.decoys} decoys) with tokenizer {tokenizer.name!r}; it needs at '
+                      f'least ~{need} tokens.')
 
   def example(self, index: int, split: str = 'train') -> dict[str, np.ndarray]:
     rng = _rng(self.seed, split, index)
@@ -102,28 +126,55 @@ class PasskeyTask:
     depth = float(rng.random()) if self.depth is None else self.depth
     enc = lambda s: np.asarray(self.tokenizer.encode(s), np.int32)
     key_ids, ans_ids = enc(PASSKEY_SENTENCE.format(key=key)), enc(PASSKEY_ANSWER.format(key=key))
+    decoy_ids = []
+    if self.decoys:
+      labels = rng.choice(len(DECOY_LABELS), self.decoys, replace=False)
+      nums = set()
+      while len(nums) < self.decoys:
+        n = int(rng.integers(10000, 100000))
+        if n != key:
+          nums.add(n)
+      decoy_nums = [int(n) for n in rng.permutation(sorted(nums))]
+      decoy_ids = [enc(DECOY_SENTENCE.format(label=DECOY_LABELS[l], num=n))
+                   for l, n in zip(labels, decoy_nums)]
     budget = (self.seq_len + 1 - len(self._prefix) - len(key_ids) - len(self._question)
-              - len(ans_ids))
+              - len(ans_ids) - sum(map(len, decoy_ids)))
     if budget < 0:
       raise DataError(f'passkey: seq_len={self.seq_len} is too short for key {key}.')
     filler, bounds = [], [0]
     while bounds[-1] < budget:
-      s = self._sentences[(len(bounds) - 1) % len(self._sentences)]
-      filler.append(s)
-      bounds.append(bounds[-1] + len(s))
+      i = (int(rng.integers(len(self._sentences))) if self.decoys
+           else (len(bounds) - 1) % len(self._sentences))
+      filler.append(self._sentences[i])
+      bounds.append(bounds[-1] + len(filler[-1]))
     filler = np.concatenate(filler)[:budget] if filler else np.zeros([0], np.int32)
     bounds = np.array([b for b in bounds if b <= budget])
     cut = int(bounds[np.argmin(np.abs(bounds - depth * budget))])
-    tokens = np.concatenate([self._prefix, filler[:cut], key_ids, filler[cut:], self._question,
-                             ans_ids]).astype(np.int32)
+    # (filler offset, order, tokens) of every inserted sentence; the key first at equal offsets
+    inserts = [(cut, 0, key_ids)] + [(int(rng.choice(bounds)), 1 + j, d)
+                                     for j, d in enumerate(decoy_ids)]
+    inserts.sort(key=lambda x: (x[0], x[1]))
+    pieces, starts, at, pos = [self._prefix], {}, 0, len(self._prefix)
+    for off, order, ids in inserts:
+      pieces.append(filler[at:off])
+      pos += off - at
+      starts[order] = pos
+      pieces.append(ids)
+      pos += len(ids)
+      at = off
+    pieces += [filler[at:], self._question, ans_ids]
+    tokens = np.concatenate(pieces).astype(np.int32)
     assert len(tokens) == self.seq_len + 1
     row = _row(tokens)
     answer_start = self.seq_len + 1 - len(ans_ids) - 1
     row['weights'] = np.zeros([self.seq_len], np.float32)
     row['weights'][answer_start:] = 1.0
     row['passkey'] = np.int32(key)
-    row['key_start'] = np.int32(len(self._prefix) + cut)
+    row['key_start'] = np.int32(starts[0])
     row['answer_start'] = np.int32(answer_start)
+    if self.decoys:
+      row['decoy_starts'] = np.array([starts[1 + j] for j in range(self.decoys)], np.int32)
+      row['decoy_numbers'] = np.array(decoy_nums, np.int32)
     return row
 
 
@@ -223,9 +274,10 @@ def _indexed(fn, num_examples, batch_size, process_index, process_count) -> grai
 
 
 def passkey_dataset(tokenizer, *, seq_len, batch_size, depth=0.5, seed=0, split='train',
-                    num_examples=None, process_index=0, process_count=1) -> grain.IterDataset:
+                    num_examples=None, process_index=0, process_count=1,
+                    decoys: int = 0) -> grain.IterDataset:
   """Batches of passkey examples (num_examples=None: infinite); per-process batch_size."""
-  task = PasskeyTask(tokenizer, seq_len, depth, seed)
+  task = PasskeyTask(tokenizer, seq_len, depth, seed, decoys)
   return _indexed(lambda i: task.example(i, split), num_examples, batch_size, process_index,
                   process_count)
 
@@ -253,7 +305,7 @@ def lm_task_dataset(d, split: str, process_index: int, process_count: int):
     n = None if split == d.train_split else d.passkey_num_examples
     return passkey_dataset(tok, seq_len=d.seq_len, batch_size=b, depth=d.passkey_depth,
                            seed=d.seed, split=split, num_examples=n, process_index=process_index,
-                           process_count=process_count), tok
+                           process_count=process_count, decoys=d.passkey_decoys), tok
   if d.dataset == 'graph':
     g = Graph(d.graph_num_nodes, d.graph_min_degree, d.graph_max_degree, d.seed)
     n = None if split == d.train_split else d.passkey_num_examples

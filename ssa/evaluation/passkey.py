@@ -35,16 +35,18 @@ from ssa.evaluation.common import EvalContext
 _FIRST_NUMBER = re.compile(r'\s*(\d+)')
 
 
-def passkey_prompts(tokenizer, seq_len: int, depth: float, num_examples: int, seed: int = 0):
-  """[(prompt ids, key, number of answer tokens)] of one grid cell."""
-  task = PasskeyTask(tokenizer, seq_len, depth, seed)
+def passkey_prompts(tokenizer, seq_len: int, depth: float, num_examples: int, seed: int = 0,
+                    decoys: int = 0):
+  """[(prompt ids, key, number of answer tokens, decoy numbers)] of one grid cell."""
+  task = PasskeyTask(tokenizer, seq_len, depth, seed, decoys)
   out = []
   for i in range(num_examples):
     ex = task.example(i, 'test')
     a = int(ex['answer_start'])
     prompt = [int(t) for t in ex['inputs'][:a + 1]]
     n_ans = int(ex['weights'].sum())
-    out.append((prompt, int(ex['passkey']), n_ans))
+    out.append((prompt, int(ex['passkey']), n_ans,
+                [int(n) for n in ex.get('decoy_numbers', ())]))
   return out
 
 
@@ -66,31 +68,39 @@ def is_correct(tokenizer, ids: Sequence[int], key: int) -> bool:
 
 def evaluate_passkey(generate: Callable, tokenizer, lengths: Sequence[int],
                      depths: Sequence[float], num_examples: int, seed: int = 0,
-                     batch_size: int = 8) -> dict:
-  """{'lengths', 'depths', 'accuracy' [len(lengths)][len(depths)], 'mean_accuracy', examples}."""
+                     batch_size: int = 8, decoys: int = 0) -> dict:
+  """{'lengths', 'depths', 'accuracy' [len(lengths)][len(depths)], 'mean_accuracy', examples};
+  with decoys, also 'decoy_rate' (same grid): the fraction of answers that are a decoy's number."""
   acc = np.zeros([len(lengths), len(depths)])
+  fooled = np.zeros_like(acc)
   samples = []
   for i, T in enumerate(lengths):
     for j, depth in enumerate(depths):
-      cell = passkey_prompts(tokenizer, int(T), float(depth), num_examples, seed)
+      cell = passkey_prompts(tokenizer, int(T), float(depth), num_examples, seed, decoys)
       outs: list = [None] * len(cell)
       # One group per answer length n: prompts of T + 1 - n tokens, n new tokens each.
-      for n in sorted({n for _, _, n in cell}):
-        idx = [k for k, (_, _, m) in enumerate(cell) if m == n]
+      for n in sorted({c[2] for c in cell}):
+        idx = [k for k, c in enumerate(cell) if c[2] == n]
         for s in range(0, len(idx), batch_size):
           chunk = idx[s:s + batch_size]
           for k, out in zip(chunk, generate([cell[k][0] for k in chunk], n)):
             outs[k] = list(out)[:n]
-      correct = 0
-      for (_, key, _), out in zip(cell, outs):
+      correct = wrong_decoy = 0
+      for (_, key, _, decoy_nums), out in zip(cell, outs):
         correct += int(is_correct(tokenizer, out, key))
+        wrong_decoy += int(any(is_correct(tokenizer, out, d) for d in decoy_nums))
         if len(samples) < 5:
           samples.append({'length': int(T), 'depth': float(depth), 'key': key,
                           'output': tokenizer.decode(out)})
       acc[i, j] = correct / len(cell)
-  return {'lengths': [int(t) for t in lengths], 'depths': [float(d) for d in depths],
-          'accuracy': acc.tolist(), 'mean_accuracy': float(acc.mean()),
-          'num_examples': int(num_examples), 'samples': samples}
+      fooled[i, j] = wrong_decoy / len(cell)
+  out = {'lengths': [int(t) for t in lengths], 'depths': [float(d) for d in depths],
+         'accuracy': acc.tolist(), 'mean_accuracy': float(acc.mean()),
+         'num_examples': int(num_examples), 'samples': samples, 'decoys': int(decoys)}
+  if decoys:
+    out['decoy_rate'] = fooled.tolist()
+    out['mean_decoy_rate'] = float(fooled.mean())
+  return out
 
 
 class Passkey:
@@ -108,7 +118,8 @@ class Passkey:
                         f'above the model context {lm.max_len}.')
     gen = generation.generate_fn(lm, pad_id=ctx.tok.pad_id)
     r = evaluate_passkey(gen, ctx.tok, e.passkey_lengths, e.passkey_depths,
-                         e.passkey_num_examples, seed=config.data.seed, batch_size=e.batch_size)
+                         e.passkey_num_examples, seed=config.data.seed, batch_size=e.batch_size,
+                         decoys=config.data.passkey_decoys)
     ctx.results['passkey'] = r
     ctx.metrics['passkey:mean_accuracy'] = r['mean_accuracy']
     ctx.log(f'passkey: mean accuracy {r["mean_accuracy"]:.3f}')
