@@ -70,8 +70,11 @@ def evaluate_passkey(generate: Callable, tokenizer, lengths: Sequence[int],
                      depths: Sequence[float], num_examples: int, seed: int = 0,
                      batch_size: int = 8, decoys: int = 0) -> dict:
   """{'lengths', 'depths', 'accuracy' [len(lengths)][len(depths)], 'mean_accuracy', examples};
-  with decoys, also 'decoy_rate' (same grid): the fraction of answers that are a decoy's number."""
+  with decoys, also 'decoy_rate' (same grid): the fraction of answers that are a decoy's number.
+  'correct' [len(lengths)][len(depths)][num_examples]: 0/1 per example (the same examples for
+  every model given the same seed and decoys: paired comparisons use it)."""
   acc = np.zeros([len(lengths), len(depths)])
+  correct_items = [[None] * len(depths) for _ in lengths]
   fooled = np.zeros_like(acc)
   samples = []
   for i, T in enumerate(lengths):
@@ -86,17 +89,21 @@ def evaluate_passkey(generate: Callable, tokenizer, lengths: Sequence[int],
           for k, out in zip(chunk, generate([cell[k][0] for k in chunk], n)):
             outs[k] = list(out)[:n]
       correct = wrong_decoy = 0
+      items = []
       for (_, key, _, decoy_nums), out in zip(cell, outs):
-        correct += int(is_correct(tokenizer, out, key))
+        items.append(int(is_correct(tokenizer, out, key)))
+        correct += items[-1]
         wrong_decoy += int(any(is_correct(tokenizer, out, d) for d in decoy_nums))
         if len(samples) < 5:
           samples.append({'length': int(T), 'depth': float(depth), 'key': key,
                           'output': tokenizer.decode(out)})
       acc[i, j] = correct / len(cell)
+      correct_items[i][j] = items
       fooled[i, j] = wrong_decoy / len(cell)
   out = {'lengths': [int(t) for t in lengths], 'depths': [float(d) for d in depths],
          'accuracy': acc.tolist(), 'mean_accuracy': float(acc.mean()),
-         'num_examples': int(num_examples), 'samples': samples, 'decoys': int(decoys)}
+         'num_examples': int(num_examples), 'samples': samples, 'decoys': int(decoys),
+         'correct': correct_items}
   if decoys:
     out['decoy_rate'] = fooled.tolist()
     out['mean_decoy_rate'] = float(fooled.mean())
