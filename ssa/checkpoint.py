@@ -182,6 +182,21 @@ COMPAT_SECTIONS = ('model', 'ssa')
 # Fields that change how the model is computed, not what its parameters are (init_from: only
 # where a fresh run's weights come from; a restored checkpoint always wins over it).
 COMPAT_IGNORED = ('preset', 'remat', 'dtype', 'backend', 'init_from')
+# Config fields added after runs were saved, with the value that computes what those runs did.
+# A saved config without the field equals a current config holding that value (and only that
+# value), so checkpoints and workdirs from before the field keep loading and resuming.
+ADDED_FIELDS = {
+    'data.passkey_decoys': 0,  # passkey among decoys (ssa/data/synthetic.py); 0 = none
+}
+
+
+def saved_value(section: str, field: str, saved: dict):
+  """saved[section][field], the ADDED_FIELDS value where the saved config predates the field,
+  else '<absent>'."""
+  sec = saved.get(section, {}) or {}
+  if field in sec:
+    return sec[field]
+  return ADDED_FIELDS.get(f'{section}.{field}', '<absent>')
 
 
 def _leaf_table(tree) -> dict[str, Optional[tuple]]:
@@ -202,8 +217,9 @@ def config_diff(saved: dict, current: dict, sections=COMPAT_SECTIONS) -> list[st
     for k in sorted(set(a) | set(b)):
       if k in COMPAT_IGNORED:
         continue
-      if a.get(k, '<absent>') != b.get(k, '<absent>'):
-        out.append(f'{sec}.{k}: {a.get(k, "<absent>")!r} -> {b.get(k, "<absent>")!r}')
+      va, vb = saved_value(sec, k, saved), b.get(k, '<absent>')
+      if va != vb:
+        out.append(f'{sec}.{k}: {va!r} -> {vb!r}')
   return out
 
 

@@ -87,7 +87,8 @@ def _flat(d: dict, prefix: str = '') -> dict[str, Any]:
 
 def identity_diff(saved: dict, current: dict) -> list[tuple[str, Any, Any]]:
   """(field, saved, current) for every field of the run sections (and the seed) that differs,
-  RESUME_FREE fields excluded."""
+  RESUME_FREE fields excluded; a field the saved config predates reads as its
+  checkpoint.ADDED_FIELDS value."""
   a = {k: v for k, v in _flat({s: saved.get(s) for s in ckpt_lib.RUN_SECTIONS}).items()}
   b = {k: v for k, v in _flat({s: current.get(s) for s in ckpt_lib.RUN_SECTIONS}).items()}
   a['seed'], b['seed'] = saved.get('seed'), current.get('seed')
@@ -95,7 +96,7 @@ def identity_diff(saved: dict, current: dict) -> list[tuple[str, Any, Any]]:
   for k in sorted(set(a) | set(b)):
     if k in RESUME_FREE:
       continue
-    va, vb = a.get(k, '<absent>'), b.get(k, '<absent>')
+    va, vb = a.get(k, ckpt_lib.ADDED_FIELDS.get(k, '<absent>')), b.get(k, '<absent>')
     if va != vb:
       out.append((k, va, vb))
   return out

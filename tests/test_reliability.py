@@ -160,6 +160,24 @@ def test_a_workdir_holds_one_run(tmp_path):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+@pytest.mark.parametrize('field', sorted(ckpt_lib.ADDED_FIELDS))
+def test_a_field_added_since_a_run_was_saved_reads_as_its_old_behaviour(field):
+  """Runs saved before a field existed resume (and load) when the field holds the value that
+  computes what they did, and are refused with any other value."""
+  section, name = field.split('.')
+  current = ckpt_lib.config_to_dict(_config())
+  old = json.loads(json.dumps(current))
+  del old[section][name]
+  current[section][name] = ckpt_lib.ADDED_FIELDS[field]
+  assert workdir_lib.identity_diff(old, current) == []
+  assert ckpt_lib.config_diff(old, current, ckpt_lib.RUN_SECTIONS) == []
+  other = 3 if isinstance(ckpt_lib.ADDED_FIELDS[field], int) else 'other'
+  current[section][name] = other
+  assert workdir_lib.identity_diff(old, current) == [(field, ckpt_lib.ADDED_FIELDS[field], other)]
+  assert ckpt_lib.config_diff(old, current, ckpt_lib.RUN_SECTIONS) == [
+      f'{field}: {ckpt_lib.ADDED_FIELDS[field]!r} -> {other!r}']
+
+
 def test_lock_stops_a_second_process_and_dies_with_its_holder(tmp_path):
   wd = str(tmp_path / 'run')
   c = _config(**{'train.num_steps': 3})
