@@ -383,8 +383,7 @@ def test_collect_gathers_runs_into_one_table(tmp_path, capsys):
   assert collect.main([str(tmp_path / 'missing')]) == 2
 
 
-def test_harness_adapter_if_installed():
-  pytest.importorskip('lm_eval')
+def test_harness_adapter_scores_a_request_as_the_bigram_model():
   from lm_eval.api.instance import Instance  # pylint: disable=g-import-not-at-top
   from ssa.evaluation import harness  # pylint: disable=g-import-not-at-top
   lm, logp = _bigram_lm()

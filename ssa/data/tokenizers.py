@@ -47,12 +47,17 @@ _EOS_CANDIDATES = ('<|endoftext|>', '</s>', '<eos>', '<|end_of_text|>', '<|im_en
 
 
 class Tokenizer(abc.ABC):
-  """Common interface. Subclasses set name, vocab_size, eos_id, pad_id."""
+  """Common interface. Subclasses set name, vocab_size, eos_id, pad_id (and bos_id where the
+  vocabulary defines a beginning-of-sequence token: GGUF tokenizer.ggml.bos_token_id,
+  SentencePiece's bos id, tokenizer_config.json's bos_token beside a tokenizer.json, GPT-2's
+  <|endoftext|>; None otherwise). The project's own evaluation starts documents with eos_id; the
+  lm-evaluation-harness adapter uses bos_id when there is one, as the harness's HF backend does."""
 
   name: str
   vocab_size: int
   eos_id: int
   pad_id: int
+  bos_id: int | None = None
 
   @abc.abstractmethod
   def encode(self, text: str) -> list[int]:
@@ -159,18 +164,22 @@ def gpt2_tokenizer() -> TiktokenTokenizer:
            if tok not in ('<|endoftext|>', '<|startoftext|>')}
   enc = tiktoken.Encoding(name='gpt2', pat_str=GPT2_PAT_STR, mergeable_ranks=ranks,
                           special_tokens={'<|endoftext|>': 50256}, explicit_n_vocab=50257)
-  return TiktokenTokenizer(enc, eos_id=50256, pad_id=50256)
+  tok = TiktokenTokenizer(enc, eos_id=50256, pad_id=50256)
+  tok.bos_id = 50256  # GPT-2's bos_token is <|endoftext|>, as in its tokenizer_config.json
+  return tok
 
 
 class HFTokenizer(Tokenizer):
   """A Hugging Face `tokenizers.Tokenizer` (from tokenizer.json or built from a GGUF file)."""
 
-  def __init__(self, tok, name: str, eos_id: int, pad_id: int | None = None):
+  def __init__(self, tok, name: str, eos_id: int, pad_id: int | None = None,
+               bos_id: int | None = None):
     self._tok = tok
     self.name = name
     self.vocab_size = tok.get_vocab_size(with_added_tokens=True)
     self.eos_id = int(eos_id)
     self.pad_id = int(self.eos_id if pad_id is None else pad_id)
+    self.bos_id = None if bos_id is None else int(bos_id)
 
   def encode(self, text: str) -> list[int]:
     return self._tok.encode(text, add_special_tokens=False).ids
@@ -207,7 +216,28 @@ def hf_tokenizer(path: str, eos_token: str | None = None) -> HFTokenizer:
     raise DataError(f'tokenizer file {path!r} is not a valid Hugging Face tokenizer.json: {e}') from e
   vocab = tok.get_vocab(with_added_tokens=True)
   eos = _find_eos(vocab, path, eos_token)
-  return HFTokenizer(tok, name=f'hf:{os.path.basename(path)}:{_sha256(path)[:12]}', eos_id=eos)
+  return HFTokenizer(tok, name=f'hf:{os.path.basename(path)}:{_sha256(path)[:12]}', eos_id=eos,
+                     bos_id=_config_bos(path, vocab))
+
+
+def _config_bos(path: str, vocab: dict[str, int]) -> int | None:
+  """The id of tokenizer_config.json's bos_token (a string or {'content': ...}) when that file
+  sits beside tokenizer.json (as transformers saves them); None without one."""
+  cfg = os.path.join(os.path.dirname(path), 'tokenizer_config.json')
+  if not os.path.isfile(cfg):
+    return None
+  try:
+    with open(cfg) as f:
+      bos = json.load(f).get('bos_token')
+  except (OSError, ValueError) as e:
+    raise DataError(f'{cfg}: not a readable tokenizer_config.json: {e}') from e
+  if isinstance(bos, dict):
+    bos = bos.get('content')
+  if bos is None:
+    return None
+  if bos not in vocab:
+    raise DataError(f'{cfg}: bos_token {bos!r} is not in the vocabulary of {path}.')
+  return vocab[bos]
 
 
 class SentencePieceTokenizer(Tokenizer):
@@ -228,6 +258,7 @@ class SentencePieceTokenizer(Tokenizer):
       raise DataError(f'SentencePiece model {path!r} defines no EOS id (eos_id = -1).')
     self.eos_id = self._sp.eos_id()
     self.pad_id = self._sp.pad_id() if self._sp.pad_id() >= 0 else self.eos_id
+    self.bos_id = self._sp.bos_id() if self._sp.bos_id() >= 0 else None
 
   def encode(self, text: str) -> list[int]:
     return self._sp.encode(text)
@@ -284,9 +315,10 @@ def gguf_tokenizer(path: str) -> HFTokenizer:
   eos = get('tokenizer.ggml.eos_token_id')
   if eos is None:
     eos = _find_eos(vocab, path, None)
-  pad = get('tokenizer.ggml.padding_token_id')
+  pad, bos = get('tokenizer.ggml.padding_token_id'), get('tokenizer.ggml.bos_token_id')
   return HFTokenizer(tok, name=f'gguf:{os.path.basename(path)}:{len(tokens)}', eos_id=int(eos),
-                     pad_id=None if pad is None else int(pad))
+                     pad_id=None if pad is None else int(pad),
+                     bos_id=None if bos is None else int(bos))
 
 
 def get_tokenizer(spec: str, eos_token: str | None = None) -> Tokenizer:

@@ -71,8 +71,9 @@ class Scorer:
     self.max_len = lm.max_len
     self._fn = jax.jit(lambda v, x, y: _token_logprobs(lm.apply_fn, v, x, y))
 
-  def score_rows(self, rows: Sequence[tuple[Sequence[int], Sequence[int]]]):
-    """[(logp [n], is_greedy [n])] for rows (inputs, targets) of equal lengths n <= max_len."""
+  def score_rows(self, rows: Sequence[tuple[Sequence[int], Sequence[int]]], progress=None):
+    """[(logp [n], is_greedy [n])] for rows (inputs, targets) of equal lengths n <= max_len.
+    progress: None, or a tqdm-like bar whose update(k) is called as k rows are scored."""
     out: list[Any] = [None] * len(rows)
     order = sorted(range(len(rows)), key=lambda i: -len(rows[i][0]))
     for s in range(0, len(order), self.batch_size):
@@ -92,10 +93,12 @@ class Scorer:
       for r, i in enumerate(idx):
         n = len(rows[i][0])
         out[i] = (np.asarray(logp[r, :n], np.float64), np.asarray(greedy[r, :n], bool))
+      if progress is not None:
+        progress.update(len(idx))
     return out
 
   def loglikelihood(self, requests: Sequence[tuple[Sequence[int], Sequence[int]]],
-                    prefix_token: int = 0) -> list[tuple[float, bool]]:
+                    prefix_token: int = 0, progress=None) -> list[tuple[float, bool]]:
     """[(sum log p(continuation | context), is_greedy)] for (context_ids, continuation_ids)."""
     rows, spans = [], []
     for ctx, cont in requests:
@@ -106,12 +109,14 @@ class Scorer:
       rows.append((whole[:-1], whole[1:]))
       spans.append(min(len(cont), len(whole) - 1))
     out = []
-    for (logp, greedy), n in zip(self.score_rows(rows), spans):
+    if progress is not None and getattr(progress, 'total', 0) is None:
+      progress.total = len(rows)
+    for (logp, greedy), n in zip(self.score_rows(rows, progress), spans):
       out.append((float(logp[-n:].sum()), bool(greedy[-n:].all())))
     return out
 
   def loglikelihood_rolling(self, docs: Sequence[Sequence[int]], prefix_token: int,
-                            stride: Optional[int] = None) -> list[float]:
+                            stride: Optional[int] = None, progress=None) -> list[float]:
     """Total log-likelihood of each token list, every token scored once (rolling windows)."""
     reqs, owner = [], []
     for d, toks in enumerate(docs):
@@ -119,7 +124,7 @@ class Scorer:
         reqs.append((ctx, cont))
         owner.append(d)
     totals = np.zeros(len(docs))
-    for (ll, _), d in zip(self.loglikelihood(reqs, prefix_token), owner):
+    for (ll, _), d in zip(self.loglikelihood(reqs, prefix_token, progress), owner):
       totals[d] += ll
     return [float(t) for t in totals]
 
