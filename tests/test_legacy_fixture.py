@@ -1,5 +1,10 @@
 """Checkpoints and SSA-format exports written before the architecture change (commit 8968f82,
-tests/fixtures/make_legacy_fixture.py) still load, to bit-identical logits, and still resume."""
+tests/fixtures/make_legacy_fixture.py) still load, to the logits they were made with, and still resume.
+
+The logits are compared to float32 rounding (rtol 1e-5, atol 1e-6), not bit for bit: XLA-CPU's
+kernels differ between hosts (the same code on another CPU differs in the last bit of ~2/3 of
+the logits, 1.2e-7 at most here), while any change of the math (a missing temperature, a wrong
+scale, a transposed weight) moves them by orders of magnitude more."""
 
 import dataclasses
 import json
@@ -20,9 +25,13 @@ RUNS = sorted(fixture.RUNS)
 
 def _as_made(mcfg, scfg):
   """The fixture's logits came from the xla kernel (`auto` on CPU at 8968f82); computing them
-  with it keeps the check bit-exact. The flash kernel (now `auto` on CPU) agrees to < 1e-5
-  (tests/test_flash.py) but not to the last bit."""
+  with it keeps the check at the host's rounding. The flash kernel (now `auto` on CPU) agrees to
+  < 1e-5 (tests/test_flash.py)."""
   return Transformer(mcfg, dataclasses.replace(scfg, backend='xla'))
+
+
+def _assert_same_logits(got, want):
+  np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-6)
 
 
 def _expected(name):
@@ -36,7 +45,7 @@ def test_checkpoint_restores_to_identical_logits(name):
   loaded = loading.load(workdir=os.path.join(fixture.OUT, name))
   assert loaded.step == 2
   model = _as_made(loaded.model.cfg, loaded.model.ssa)
-  np.testing.assert_array_equal(np.asarray(model.apply(loaded.variables, tokens)), want)
+  _assert_same_logits(model.apply(loaded.variables, tokens), want)
 
 
 @pytest.mark.parametrize('name', RUNS)
@@ -45,7 +54,7 @@ def test_ssa_export_loads_to_identical_logits(name):
   mcfg, scfg, variables, extra = convert.load_ssa(os.path.join(fixture.OUT, f'{name}_export'))
   assert extra['step'] == 2
   got = _as_made(mcfg, scfg).apply(variables, tokens)
-  np.testing.assert_array_equal(np.asarray(got), want)
+  _assert_same_logits(got, want)
 
 
 @pytest.mark.parametrize('name', RUNS)
@@ -75,4 +84,4 @@ def test_evaluation_loads_parameters_whatever_optimizer_wrote_the_checkpoint(tmp
   loaded = loading.load(workdir=workdir)
   assert not hasattr(loaded, 'setup')
   model = _as_made(loaded.model.cfg, loaded.model.ssa)
-  np.testing.assert_array_equal(np.asarray(model.apply(loaded.variables, tokens)), want)
+  _assert_same_logits(model.apply(loaded.variables, tokens), want)
