@@ -16,78 +16,9 @@ A missing checkpoint or one written for another model config exits with status 2
 naming the path or the differing fields.
 """
 
-import os
-
-from ssa import hostmem
-
-if __name__ == '__main__':  # before anything allocates (ssa/hostmem.py)
-  hostmem.reexec_with_tuned_malloc()
-
-from absl import app
-from absl import flags
-from ml_collections import config_flags
-
-from ssa import cli
-from ssa import config_lib
-from ssa.checkpoint import CheckpointError
-from ssa.config_lib import ConfigError
-from ssa.data import DataError
-from ssa.evaluation import loading, runner
-
-FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file('config', None, 'ml_collections config file (configs/*.py); '
-                                'default: the config saved in the checkpoint.', lock_config=True)
-flags.DEFINE_string('workdir', None, 'Training workdir (its checkpoints/ folder is read).')
-flags.DEFINE_string('checkpoint', None, 'A checkpoint step directory (.../checkpoints/<step>) or '
-                    'a checkpoints directory.')
-flags.DEFINE_multi_string('prompt', None, 'Print completions of this prompt (repeatable) and exit.')
-flags.DEFINE_multi_string('set', [], 'key=value override of a config field (repeatable; values '
-                          'parsed as Python literals), for runs without --config, e.g. '
-                          '--set=eval.passkey=True --set=eval.word_ppl_max_docs=5.')
-
-
-def apply_overrides(config, overrides):
-  """Applies --set key=value items (values parsed as Python literals, else strings)."""
-  return config_lib.apply_overrides(config, config_lib.parse_overrides(overrides))
-
-
-def override_value(overrides, key, default=None):
-  """The value --set gives `key` (the last wins; parsed as apply_overrides does), else default."""
-  return config_lib.parse_overrides(overrides).get(key, default)
-
-
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  if (FLAGS.workdir is None) == (FLAGS.checkpoint is None):
-    raise app.UsageError('Give exactly one of --workdir and --checkpoint.')
-  cli.quiet_logging()
-  try:
-    config = FLAGS.config
-    if config is not None:
-      config = config.copy_and_resolve_references()  # unlocked copy
-    step = None
-    loaded = None
-    if config is not None:
-      apply_overrides(config, FLAGS.set)
-      step = config.eval.step
-    else:  # the checkpoint's config is read only after loading: take eval.step from --set now
-      step = override_value(FLAGS.set, 'eval.step')
-    if step is not None and (isinstance(step, bool) or not isinstance(step, int)):
-      raise ValueError(f'eval.step={step!r}: expected an integer checkpoint step or None.')
-    loaded = loading.load(config, workdir=FLAGS.workdir, checkpoint=FLAGS.checkpoint, step=step)
-    config = loaded.config
-    if FLAGS.config is None:
-      apply_overrides(config, FLAGS.set)
-    if FLAGS.prompt:
-      runner.complete(config, loaded, FLAGS.prompt)
-      return
-    out = config.eval.output_dir or (os.path.join(FLAGS.workdir, 'eval') if FLAGS.workdir else
-                                     os.path.join(os.path.dirname(loaded.directory), 'eval'))
-    runner.run(config, loaded, out)
-  except (ConfigError, DataError, CheckpointError, OSError, ValueError) as e:
-    cli.exit_with_error(e)
-
+# The command lives in ssa/commands/eval.py (installed as `ssa-eval`, pyproject.toml); this
+# file keeps `python eval.py ...` working in a checkout.
+from ssa import commands
 
 if __name__ == '__main__':
-  cli.run(main)
+  commands.evaluate()

@@ -21,43 +21,9 @@ that cannot represent the model, or an --out that is refused (a non-empty direct
 --overwrite, an existing file, a URL).
 """
 
-import os
-
-from absl import app
-from absl import flags
-
-from ssa import cli
-from ssa.checkpoint import CheckpointError
-from ssa.convert import ConversionError
-from ssa.convert.export import FORMATS, check_out, export
-from ssa.evaluation import loading
-
-FLAGS = flags.FLAGS
-flags.DEFINE_string('workdir', None, 'Training workdir (its checkpoints/ folder is read).')
-flags.DEFINE_string('checkpoint', None, 'A checkpoint step directory (.../checkpoints/<step>).')
-flags.DEFINE_integer('step', None, 'Checkpoint step (default: the latest).')
-flags.DEFINE_string('out', None, 'Output directory (local): new or empty, or any existing '
-                    'directory with --overwrite.')
-flags.DEFINE_enum('format', 'auto', list(FORMATS), 'auto: hf for vanilla, ssa otherwise.')
-flags.DEFINE_boolean('overwrite', False, 'Replace --out if it is a non-empty directory (all of '
-                     'its files are removed, atomically once the export is complete).')
-
-
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  if FLAGS.out is None:
-    raise app.UsageError('--out is required.')
-  cli.quiet_logging()
-  try:
-    check_out(FLAGS.out, FLAGS.overwrite)  # refuse before the (slow) checkpoint read
-    loaded = loading.load(workdir=FLAGS.workdir, checkpoint=FLAGS.checkpoint, step=FLAGS.step)
-    fmt = export(loaded, FLAGS.out, FLAGS.format, overwrite=FLAGS.overwrite)
-  except (ConversionError, CheckpointError, OSError, ValueError) as e:
-    cli.exit_with_error(e)
-  print(f'Exported step {loaded.step} of {loaded.directory} to '
-        f'{os.path.abspath(os.path.expanduser(FLAGS.out))} ({fmt} format).')
-
+# The command lives in ssa/commands/export.py (installed as `ssa-export`, pyproject.toml); this
+# file keeps `python export.py ...` working in a checkout.
+from ssa import commands
 
 if __name__ == '__main__':
-  cli.run(main)
+  commands.export()

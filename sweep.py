@@ -15,69 +15,9 @@ stops the sweep. A workdir holding another run (different run.json) stops it wit
 See ssa/sweep.py for the files and the table's columns.
 """
 
-import sys
-
-from ssa import hostmem
-
-if __name__ == '__main__':  # before anything allocates (ssa/hostmem.py)
-  hostmem.reexec_with_tuned_malloc()
-
-from absl import app
-from absl import flags
-
-from ssa import cli
-from ssa import sweep
-from ssa import config_lib
-from ssa.config_lib import ConfigError
-
-FLAGS = flags.FLAGS
-flags.DEFINE_string('sweep', None, 'Sweep name (configs/sweeps.py SWEEPS), a comma-separated '
-                    'list, or "all".')
-flags.DEFINE_string('size', 'small', "'small' (CPU, ~30 s per run) or 'paper' (GPT-2 124M "
-                    'recipe).')
-flags.DEFINE_string('seeds', '0', 'Comma-separated seeds (config.seed = config.data.seed).')
-flags.DEFINE_string('root', 'runs/sweeps', 'Root directory; runs go to ROOT/SIZE/VARIANT_sSEED.')
-flags.DEFINE_multi_string('set', [], 'key=value override of a config field for every run '
-                          '(repeatable; Python literals), e.g. --set=train.num_steps=600. It is '
-                          'recorded in run.json, so use a new --root for a changed setting.')
-flags.DEFINE_bool('print_commands', False, 'Print one train.py command per run; run nothing.')
-flags.DEFINE_string('train_flags', '', 'With --print_commands: flags appended to each command '
-                    '(e.g. --multihost).')
-flags.DEFINE_string('python', 'python', 'With --print_commands: the interpreter of each command.')
-flags.DEFINE_bool('collect_only', False, 'Only build the tables from existing results.')
-flags.mark_flags_as_required(['sweep'])
-
-
-def main(argv):
-  cli.check_no_args(argv)
-  cli.quiet_logging()
-  try:
-    extra = sweep.parse_sets(FLAGS.set)
-    runs = sweep.plan(FLAGS.sweep, FLAGS.size, FLAGS.seeds, FLAGS.root, extra)
-    for run in runs:  # bad --set fields or values fail here, before anything runs
-      config_lib.validate(sweep.make_config(run))
-    if FLAGS.print_commands:
-      for run in runs:
-        print(sweep.command(run, FLAGS.python, FLAGS.train_flags))
-      return
-    if FLAGS.collect_only:
-      missing = []
-      for name in sweep.sweep_names(FLAGS.sweep):
-        md, miss = sweep.collect(name, FLAGS.size, FLAGS.seeds, FLAGS.root, extra=extra)
-        print(md + '\n')
-        missing += [r for r in miss if r not in missing]
-      if missing:
-        print(f'{len(missing)} of {len(runs)} runs have no result yet.', file=sys.stderr)
-      return
-    out = sweep.run_sweep(FLAGS.sweep, FLAGS.size, FLAGS.seeds, FLAGS.root, extra=extra,
-                          log=lambda s: print(s, flush=True))
-  except (sweep.SweepError, ConfigError, ValueError) as e:
-    cli.exit_with_error(e)
-  if out['stopped']:
-    sys.exit(130)  # interrupted: rerun the same command to continue
-  if any(st == 'failed' for st in out['status'].values()):
-    sys.exit(1)
-
+# The command lives in ssa/commands/sweep.py (installed as `ssa-sweep`, pyproject.toml); this
+# file keeps `python sweep.py ...` working in a checkout.
+from ssa import commands
 
 if __name__ == '__main__':
-  cli.run(main)
+  commands.sweep()
