@@ -22,6 +22,7 @@ LAYERS = [
     ('ssa.optim', 'ssa.pretrained', 'ssa.statistics'),
     ('ssa.train_lib',),
     ('ssa.evaluation', 'ssa.experiments', 'ssa.sweep', 'ssa.benchmarks', 'ssa.cli'),
+    ('ssa.commands',),
 ]
 
 
