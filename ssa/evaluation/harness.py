@@ -178,7 +178,7 @@ def make_harness_lm(loaded=None, *, lm=None, tokenizer=None, batch_size: int = 8
 
 def evaluate(*, tasks, workdir=None, checkpoint=None, step=None, include_path=None, limit=None,
              batch_size: int = 8, num_fewshot=None, log_samples: bool = False,
-             disable_tqdm: bool = False):
+             disable_tqdm: bool = False, bootstrap_iters: int = 1000):
   """lm_eval.simple_evaluate on the model `ssa` built from a workdir or checkpoint; the
   harness's results dict."""
   harness_class()
@@ -198,7 +198,7 @@ def evaluate(*, tasks, workdir=None, checkpoint=None, step=None, include_path=No
   return lm_eval.simple_evaluate(model=model, tasks=names, task_manager=manager, limit=limit,
                                  num_fewshot=num_fewshot, log_samples=log_samples,
                                  batch_size=batch_size, verbosity='WARNING',
-                                 bootstrap_iters=0)
+                                 bootstrap_iters=bootstrap_iters)
 
 
 def main(argv=None) -> int:
@@ -217,6 +217,8 @@ def main(argv=None) -> int:
   p.add_argument('--limit', type=float, default=None, help='documents per task (or a fraction)')
   p.add_argument('--num_fewshot', type=int, default=None)
   p.add_argument('--batch_size', type=int, default=8)
+  p.add_argument('--bootstrap_iters', type=int, default=1000,
+                 help='bootstrap resamples for the standard errors (0: none)')
   p.add_argument('--output', default=None, help='write the results JSON here')
   p.add_argument('--no_progress', action='store_true', help='hide the progress bars')
   a = p.parse_args(argv)
@@ -226,7 +228,7 @@ def main(argv=None) -> int:
     out = evaluate(tasks=a.tasks.split(','), workdir=a.workdir, checkpoint=a.checkpoint,
                    step=a.step, include_path=a.include_path, limit=limit,
                    batch_size=a.batch_size, num_fewshot=a.num_fewshot,
-                   disable_tqdm=a.no_progress)
+                   disable_tqdm=a.no_progress, bootstrap_iters=a.bootstrap_iters)
   except (ValueError, OSError, ImportError, CheckpointError, DataError) as e:
     print(cli.error_line(e), file=sys.stderr)
     return 2
