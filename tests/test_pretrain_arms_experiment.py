@@ -25,7 +25,7 @@ def test_arms_differ_only_in_their_temperatures():
   assert (cfgs['ssa'].ssa.q, cfgs['ssa'].ssa.v) == ('pos+tok', 'tok')
   for c in cfgs.values():   # same data, order, budget, recipe; the seed drives init and data
     assert (c.seed, c.data.seed, c.data.seq_len, c.data.batch_size, c.train.num_steps,
-            c.optim.lr, c.data.test_fraction) == (3, 3, 256, 16, exp_config.STEPS, 2e-3, 0.1)
+            c.optim.lr, c.data.test_fraction) == (3, 3, 256, 8, exp_config.STEPS, 2e-3, 0.1)
   assert exp_config.get_config('ssa').seed == 0
   with pytest.raises(ValueError, match='unknown arm'):
     exp_config.get_config('nope,1')

@@ -421,8 +421,8 @@ def define_flags() -> None:
   flags.DEFINE_list('arms', list(exp_config.ARMS), 'arms (configs/pretrain_arms.py ARMS)')
   flags.DEFINE_enum('size', 'cpu', list(exp_config.SIZES), "configs/pretrain_arms.py size: "
                     "'cpu' (this machine) or 'gpu' (GPT-2 124M, T=1024, bf16; one H100/H200)")
-  flags.DEFINE_integer('eval_batches', None, 'test batches scored per run (default: 25 x 16 x 256 '
-                       '= 102,400 positions for cpu, GPU_EVAL_BATCHES x 32 x 1024 for gpu)')
+  flags.DEFINE_integer('eval_batches', None, 'test batches scored per run (default: TEST_BATCHES x 8 '
+                       'x 256 = 102,400 positions for cpu, GPU_EVAL_BATCHES x 32 x 1024 for gpu)')
   flags.DEFINE_integer('attn_rows', 8, 'test rows whose attention the dilution statistics use')
   flags.DEFINE_integer('steps', None, 'override train.num_steps of every run (smoke runs)')
   flags.DEFINE_bool('summarize_only', False, 'only recompute the summary and figures from the '
@@ -440,7 +440,8 @@ def main(argv):
     seeds = [int(s) for s in FLAGS.seeds]
   except ValueError:
     cli.exit_with_error(ValueError(f'--seeds={",".join(FLAGS.seeds)}; expected integers.'))
-  eval_batches = FLAGS.eval_batches or (25 if FLAGS.size == 'cpu' else exp_config.GPU_EVAL_BATCHES)
+  eval_batches = FLAGS.eval_batches or (exp_config.TEST_BATCHES if FLAGS.size == 'cpu'
+                                        else exp_config.GPU_EVAL_BATCHES)
   for name, value in (('eval_batches', eval_batches), ('attn_rows', FLAGS.attn_rows)):
     if value < 1:
       cli.exit_with_error(ValueError(f'--{name}={value}; expected >= 1.'))
