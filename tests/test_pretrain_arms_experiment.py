@@ -167,3 +167,31 @@ def test_entropy_slope_and_mixing_weights_known_answers():
   np.testing.assert_allclose(attention_stats.mixing_weights(p, np.ones((1, 2, 1))), p)
   with pytest.raises(ValueError, match='positions'):
     attention_stats.entropy_slope([0.0, 0.1])
+
+
+def test_a_signal_during_training_ends_the_experiment_without_a_result(tmp_path):
+  """SIGTERM mid-run: the checkpoint is saved and train_or_load raises Stopped (no scoring of an
+  unfinished run, no next arm); the same call afterwards resumes from the saved step."""
+  import signal  # pylint: disable=g-import-not-at-top
+  import threading  # pylint: disable=g-import-not-at-top
+  import time  # pylint: disable=g-import-not-at-top
+  from configs import tiny  # pylint: disable=g-import-not-at-top
+  c = tiny.get_config()
+  c.train.num_steps, c.optim.decay_steps, c.checkpoint.every, c.train.eval_every = 100000, 20, 0, 0
+  c.train.progress_bar = False
+  run_dir = str(tmp_path / 'run')
+  metrics = os.path.join(run_dir, 'metrics.jsonl')
+
+  def stop_after_some_steps():
+    deadline = time.time() + 300
+    while time.time() < deadline:
+      if os.path.exists(metrics) and len(open(metrics).read().splitlines()) >= 3:
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+      time.sleep(0.1)
+
+  threading.Thread(target=stop_after_some_steps, daemon=True).start()
+  with pytest.raises(arms_lib.Stopped, match=r'stopped by SIGTERM at step \d+ of 100000 '
+                     r'\(checkpoint saved\); rerun the same command'):
+    arms_lib.train_or_load(c, run_dir, log=lambda s: None)
+  assert os.listdir(os.path.join(run_dir, 'checkpoints'))

@@ -37,9 +37,16 @@ def base_model(config) -> tuple:
   return s.model, {'params': state.params, **state.constants}
 
 
+class Stopped(SystemExit):
+  """Training stopped by SIGTERM / SIGINT before train.num_steps (its checkpoint is saved): the
+  experiment ends there (the message on stderr, exit status 1, as ssa/experiments/passkey.py), so
+  no result is computed from an unfinished run; rerunning the same command resumes it."""
+
+
 def train_or_load(config, run_dir: str, log=print) -> tuple:
   """(model, variables, seconds): trains config in run_dir (resuming its checkpoint) unless its
-  latest checkpoint is already at train.num_steps, then restores the final parameters."""
+  latest checkpoint is already at train.num_steps, then restores the final parameters.
+  Raises Stopped when a signal ends the training early."""
   t0 = time.time()
   ckpt_dir = os.path.join(run_dir, 'checkpoints')
   done = False
@@ -52,7 +59,11 @@ def train_or_load(config, run_dir: str, log=print) -> tuple:
   if not done:
     log(f'training {config.train.num_steps} steps of {config.data.batch_size} x '
         f'{config.data.seq_len} tokens in {run_dir}')
-    train_lib.train_and_evaluate(config, run_dir)
+    out = train_lib.train_and_evaluate(config, run_dir)
+    if out['stopped_by']:
+      raise Stopped(f'{run_dir}: training stopped by {out["stopped_by"]} at step {out["step"]} of '
+                    f'{config.train.num_steps} (checkpoint saved); rerun the same command to '
+                    'continue.')
   loaded = loading.load(config, workdir=run_dir)
   return loaded.model, loaded.variables, time.time() - t0
 
