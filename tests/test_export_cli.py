@@ -16,8 +16,9 @@ from ssa.evaluation import loading
 from tests.test_train import _config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SSA_FILES = ['model.safetensors', 'ssa_config.json']
-HF_FILES = ['config.json', 'model.safetensors']
+TOKENIZER_FILES = ['special_tokens_map.json', 'tokenizer.json', 'tokenizer_config.json']
+SSA_FILES = sorted(['model.safetensors', 'ssa_config.json'] + TOKENIZER_FILES)
+HF_FILES = sorted(['config.json', 'model.safetensors'] + TOKENIZER_FILES)
 
 
 @pytest.fixture(scope='module')

@@ -7,7 +7,9 @@
 The command line is export.py at the top of the repository. fmt='auto' writes Hugging Face
 safetensors + config.json for a strategy without temperatures (ssa.strategy=vanilla) and the SSA
 checkpoint format (ssa/convert/ssa_format.py) otherwise; the SSA format also records the
-tokenizer spec and the source step in ssa_config.json 'extra'.
+tokenizer spec and the source step in ssa_config.json 'extra'. Both carry the tokenizer as
+Hugging Face files (tokenizer.json, tokenizer_config.json, special_tokens_map.json:
+ssa.data.tokenizers.save_hf_tokenizer) for the byte, gpt2, hf: and gguf: tokenizers.
 
 Where the export goes (`check_out`, `atomic_directory`; every refusal is a ConversionError
 naming the path, raised before anything is written):
@@ -46,6 +48,8 @@ from ssa import strategies
 from ssa.convert.common import ConversionError
 from ssa.convert.hf import save_hf
 from ssa.convert.ssa_format import save_ssa
+from ssa.data import DataError
+from ssa.data.tokenizers import get_tokenizer, save_hf_tokenizer
 
 FORMATS = ('auto', 'hf', 'ssa')
 
@@ -175,4 +179,18 @@ def export(loaded, out: str, fmt: str = 'auto', overwrite: bool = False) -> str:
       extra = {'tokenizer': loaded.config.data.tokenizer, 'step': loaded.step,
                'source': loaded.directory}
       save_ssa(loaded.variables, mcfg, scfg, tmp, extra=extra)
+    write_tokenizer(loaded.config, tmp, mcfg.max_len)
   return fmt
+
+
+def write_tokenizer(config, out_dir: str, max_len: int) -> bool:
+  """tokenizer.json + tokenizer_config.json + special_tokens_map.json of config.data.tokenizer
+  (transformers' AutoTokenizer then encodes as the project does); a tokenizer without an exact
+  conversion (SentencePiece) is reported in one warning and the export goes on without them."""
+  d = config.data
+  try:
+    save_hf_tokenizer(get_tokenizer(d.tokenizer, d.get('eos_token')), out_dir, max_len)
+  except DataError as e:
+    logging.warning('export: no tokenizer files written: %s', e)
+    return False
+  return True

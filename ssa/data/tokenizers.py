@@ -344,3 +344,70 @@ def get_tokenizer(spec: str, eos_token: str | None = None) -> Tokenizer:
 def encode_documents(tokenizer: Tokenizer, texts: Sequence[str]) -> list[np.ndarray]:
   """Token ids of each text, as int32 arrays."""
   return [np.asarray(ids, dtype=np.int32) for ids in tokenizer.encode_batch(texts)]
+
+
+# ----------------------------------------------------------------------------- Hugging Face files
+
+HF_TOKENIZER_FILES = ('tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json')
+
+
+def _as_hf_tokenizer(tok: Tokenizer):
+  """(tokenizers.Tokenizer, {role: token string}, split_special) that encodes as `tok` does.
+
+  split_special: special-token strings in the text are plain text (the byte and GPT-2
+  tokenizers encode them as ordinary text; tokenizer.json / GGUF ones match them as tokens, as
+  the tokenizers library does)."""
+  import tokenizers  # pylint: disable=g-import-not-at-top
+  from tokenizers import decoders, models, pre_tokenizers  # pylint: disable=g-import-not-at-top
+  if isinstance(tok, HFTokenizer):
+    hf = tokenizers.Tokenizer.from_str(tok._tok.to_str())  # pylint: disable=protected-access
+    roles = {'eos_token': tok.eos_id, 'pad_token': tok.pad_id, 'bos_token': tok.bos_id}
+    return hf, {k: hf.id_to_token(v) for k, v in roles.items() if v is not None}, False
+  if isinstance(tok, ByteTokenizer):
+    # id = byte value, through the byte-level alphabet (GPT-2's printable stand-ins), no merges,
+    # no splitting: each UTF-8 byte is one token. 256 / 257 are added tokens.
+    char_of = {b: c for c, b in _data_gym_byte_decoder().items()}
+    hf = tokenizers.Tokenizer(models.BPE(vocab={char_of[b]: b for b in range(256)}, merges=[]))
+    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    hf.decoder = decoders.ByteLevel()
+    specials = {'eos_token': '<|endoftext|>', 'pad_token': '<|pad|>'}
+  elif isinstance(tok, TiktokenTokenizer) and tok.name == 'gpt2':
+    vocab_bpe, encoder_json = gpt2_bpe_files()
+    hf = tokenizers.Tokenizer(models.BPE.from_file(encoder_json, vocab_bpe))
+    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    hf.decoder = decoders.ByteLevel()
+    specials = {'eos_token': '<|endoftext|>', 'bos_token': '<|endoftext|>',
+                'pad_token': '<|endoftext|>'}
+  else:
+    raise DataError(
+        f'tokenizer {tok.name}: no exact tokenizer.json conversion for '
+        f'{type(tok).__name__} (SentencePiece models are not converted here); give the model a '
+        "tokenizer.json ('hf:PATH') or load the .model file with transformers' own converter.")
+  hf.add_special_tokens([tokenizers.AddedToken(t, special=True, normalized=False)
+                         for t in dict.fromkeys(specials.values())])
+  got = {t: hf.token_to_id(t) for t in specials.values()}
+  want = {specials['eos_token']: tok.eos_id, specials['pad_token']: tok.pad_id}
+  if any(got[t] != i for t, i in want.items()):
+    raise DataError(f'tokenizer {tok.name}: special-token ids {got} differ from {want}.')
+  return hf, specials, True
+
+
+def save_hf_tokenizer(tok: Tokenizer, out_dir: str, model_max_length: int | None = None
+                      ) -> list[str]:
+  """Writes HF_TOKENIZER_FILES into out_dir so that transformers'
+  AutoTokenizer.from_pretrained(out_dir).encode(text, add_special_tokens=False) gives
+  tok.encode(text) (tests/test_hf_tokenizer_export.py); DataError where that is not possible."""
+  hf, specials, split_special = _as_hf_tokenizer(tok)
+  os.makedirs(out_dir, exist_ok=True)
+  paths = [os.path.join(out_dir, f) for f in HF_TOKENIZER_FILES]
+  hf.save(paths[0])
+  config = {'tokenizer_class': 'PreTrainedTokenizerFast', 'add_bos_token': False,
+            'add_eos_token': False, 'clean_up_tokenization_spaces': False,
+            'split_special_tokens': split_special, 'ssa_tokenizer': tok.name, **specials}
+  if model_max_length:
+    config['model_max_length'] = int(model_max_length)
+  with open(paths[1], 'w') as f:
+    json.dump(config, f, indent=1)
+  with open(paths[2], 'w') as f:
+    json.dump(specials, f, indent=1)
+  return paths
