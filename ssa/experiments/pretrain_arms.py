@@ -281,6 +281,15 @@ def markdown(summary: dict) -> str:
                  f'{arms_lib.cell(c["overall"])} | ' + ' | '.join(
                      arms_lib.cell(c['by_position'][b]) if b in c['by_position'] else '-'
                      for b in buckets) + ' |')
+  taus = {a: d for a, d in arms.items() if d.get('tau_by_position')}
+  if taus:
+    lines += ['', '| arm | mean tau (embedding, position bucket; 8 test rows, mean over seeds) | '
+              'theta per layer (mean over heads and seeds) |', '|---|---|---|']
+    for a, d in taus.items():
+      tau = ', '.join(f'{e} {b}: {v:.3f}' for e, bs in d['tau_by_position'].items()
+                      for b, v in bs.items())
+      th = ' / '.join(f'{d["theta_by_layer"][l]:+.3f}' for l in d.get('theta_by_layer', {}))
+      lines.append(f'| {a} | {tau} | {th or "-"} |')
   lines += ['', '| arm | layer | entropy slope vs log n (attention) | mixing weights p*tau_v | '
             'attention slope - vanilla (paired) |', '|---|---|---|---|---|']
   for a, layers in summary['entropy_slopes'].items():
