@@ -57,16 +57,18 @@ def test_sigterm_saves_restorable_checkpoint(tmp_path):
       [sys.executable, 'train.py', '--config=configs/tiny.py', f'--workdir={workdir}',
        '--config.train.num_steps=100000', '--config.optim.decay_steps=20',
        '--config.checkpoint.every=0', '--config.train.eval_every=0'],
-      cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+      cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / 'err.log', 'w'), text=True)
+  err_log = tmp_path / 'err.log'  # a file, not a pipe: an undrained pipe would block the run
   metrics = workdir / 'metrics.jsonl'
   deadline = time.time() + 120
   while time.time() < deadline:
     if metrics.exists() and len(metrics.read_text().splitlines()) >= 5:
       break
-    assert proc.poll() is None, proc.communicate()[1][-3000:]
+    assert proc.poll() is None, err_log.read_text()[-3000:]
     time.sleep(0.2)
   proc.send_signal(signal.SIGTERM)
-  _, err = proc.communicate(timeout=120)
+  proc.wait(timeout=120)
+  err = err_log.read_text()
   assert proc.returncode == 0, err[-3000:]
   assert 'Stop requested (SIGTERM)' in err
   c = _config(**{'train.eval_every': None})
@@ -142,22 +144,32 @@ def test_two_processes_equal_one_process(tmp_path):
   two = tmp_path / 'two'
   port = _free_port()
   env2 = dict(env, XLA_FLAGS='--xla_force_host_platform_device_count=4')
+  # Output goes to files, not pipes: a pipe that is not drained while the test waits on the other
+  # process fills (64 KiB) and blocks its writer before jax.distributed's shutdown barrier, which
+  # then times out in the process that did finish.
+  logs = [open(tmp_path / f'proc{i}.log', 'w+') for i in range(2)]
   procs = [subprocess.Popen(
       [sys.executable, 'train.py', f'--workdir={two}', *args, f'--coordinator=127.0.0.1:{port}',
-       '--num_processes=2', f'--process_id={i}'], cwd=ROOT, env=env2, stdout=subprocess.PIPE,
-      stderr=subprocess.PIPE, text=True) for i in range(2)]
+       '--num_processes=2', f'--process_id={i}'], cwd=ROOT, env=env2, stdout=logs[i],
+      stderr=subprocess.STDOUT, text=True) for i in range(2)]
+
+  def tail(i):
+    logs[i].flush()
+    logs[i].seek(0)
+    return logs[i].read()
+
   errs = []
-  for p in procs:
+  for i, p in enumerate(procs):
     try:  # generous: under pytest -n 2 both processes share 2 cores with another test worker
-      _, e = p.communicate(timeout=600)
+      p.wait(timeout=600)
     except subprocess.TimeoutExpired:
       for q in procs:
         q.kill()
-      tails = [q.communicate()[1][-1500:] for q in procs]
-      pytest.fail('the two-process run did not finish in 600 s; stderr tails:\n' +
-                  '\n---\n'.join(tails))
-    errs.append(e)
-    assert p.returncode == 0, e[-3000:]
+        q.wait()
+      pytest.fail('the two-process run did not finish in 600 s; output tails:\n' +
+                  '\n---\n'.join(tail(j)[-1500:] for j in range(2)))
+    errs.append(tail(i))
+    assert p.returncode == 0, errs[-1][-3000:]
   assert '2 process(es)' in errs[0] and "'data': 8" in errs[0]
   a, b = _jsonl_losses(one), _jsonl_losses(two)
   assert sorted(a) == sorted(b) == [1, 2, 3, 4]
