@@ -124,6 +124,7 @@ def train_config() -> ml_collections.ConfigDict:
   t.peak_flops_per_device = 0.0  # for MFU: peak FLOP/s of one device; 0 = table by device kind (CPU: measured matmul)
   t.progress_bar = True          # tqdm progress bar on process 0
   t.tensorboard = True           # write TensorBoard event files (tensorboardX) under workdir/tb
+  t.summary_sample_tokens = 64   # train.py's end-of-run summary: sample this many tokens of a language model (0 = no sample)
   t.frequency_batches = 50       # ssa.strategy='frequency': unigram counts for the tau table from this many train batches
   return t
 

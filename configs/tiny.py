@@ -24,6 +24,7 @@ def get_config():
   c.train.eval_every = 5
   c.train.progress_bar = False
   c.train.tensorboard = False
+  c.train.summary_sample_tokens = 0  # tests: no end-of-run sample (one decode compile per CLI run)
   c.checkpoint.every = 5
   c.checkpoint.async_save = False
   return c

@@ -277,6 +277,10 @@ def _check_train(config) -> None:
     v = t[f]
     if not isinstance(v, int) or v < 1:
       raise ConfigError(f'train.{f}={v!r}; expected a positive integer.')
+  n = t.get('summary_sample_tokens', 0)
+  if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+    raise ConfigError(f'train.summary_sample_tokens={n!r}; expected an integer >= 0 (0 = no '
+                      'sample in the end-of-run summary).')
   if config.data.seq_len > config.model.max_len and config.model.pos_emb == 'learned':
     raise ConfigError(f'data.seq_len={config.data.seq_len} exceeds model.max_len='
                       f'{config.model.max_len} (learned position table).')

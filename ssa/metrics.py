@@ -94,6 +94,7 @@ class MetricWriter:
                initial: int):
     self.active = jax.process_index() == 0
     self._jsonl = self._tb = self._bar = None
+    self._hparams: dict[str, Any] = {}
     if not self.active:
       return
     os.makedirs(workdir, exist_ok=True)
@@ -139,6 +140,17 @@ class MetricWriter:
       print(f'[{kind} step {step}] ' + ' '.join(f'{k}={v}' for k, v in short.items()),
             file=sys.stderr, flush=True)
 
+  def log_config(self, config) -> None:
+    """TensorBoard: the run's config as text (JSON, tag 'config'); its flat fields are kept for
+    the hparams record that close() writes with the final metrics."""
+    self._hparams = flat_hparams(config)
+    if self.active and self._tb is not None:
+      text = json.dumps(config.to_dict() if hasattr(config, 'to_dict') else dict(config),
+                        indent=1, sort_keys=True, default=str)
+      # TensorBoard renders text as markdown: four leading spaces keep the JSON verbatim
+      self._tb.add_text('config', '\n'.join('    ' + line for line in text.splitlines()), 0)
+      self._tb.flush()
+
   def message(self, text: str):
     if not self.active:
       return
@@ -147,14 +159,39 @@ class MetricWriter:
     else:
       print(text, file=sys.stderr, flush=True)
 
-  def close(self):
+  def close(self, final: dict[str, float] | None = None, step: int | None = None):
+    """final: the run's final metrics ({'hparam/train_loss': ...}); with TensorBoard on they are
+    written with the config fields as an hparams record (sub-run 'hparams', HPARAMS tab)."""
     if not self.active:
       return
     if self._bar is not None:
       self._bar.close()
     if self._tb is not None:
+      finite = {k: float(v) for k, v in (final or {}).items()
+                if v is not None and np.isfinite(v)}
+      if finite and self._hparams:
+        self._tb.add_hparams(self._hparams, finite, name='hparams', global_step=step)
       self._tb.close()
     self._jsonl.close()
+
+
+def flat_hparams(config) -> dict[str, Any]:
+  """The config as {'section.field': bool | int | float | str} (None and sequences as text):
+  what TensorBoard's hparams record accepts."""
+  tree = config.to_dict() if hasattr(config, 'to_dict') else dict(config)
+  out: dict[str, Any] = {}
+
+  def walk(prefix, node):
+    for k, v in node.items():
+      key = f'{prefix}{k}'
+      if isinstance(v, dict):
+        walk(key + '.', v)
+      elif isinstance(v, (bool, int, float, str)):
+        out[key] = v
+      else:
+        out[key] = str(v)
+  walk('', tree)
+  return out
 
 
 def _py(v):

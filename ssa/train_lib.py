@@ -370,7 +370,8 @@ def train_and_evaluate(config, workdir: str, mesh=None) -> dict[str, Any]:
 
   Returns {'step': last step, 'history': [train metric records], 'eval': last eval metrics,
   'eval_start': eval metrics before the first step (train.eval_at_start) or None,
-  'stopped_by': None or the signal name, 'state': the final TrainState}. Raises NonFiniteError
+  'stopped_by': None or the signal name, 'state': the final TrainState, 'model': the
+  Transformer, 'tokens_seen': steps x global batch x seq_len}. Raises NonFiniteError
   after saving the last good state.
   """
   run = Run(config, workdir, mesh)  # setup, data, restore-or-init, metric writer
@@ -436,6 +437,7 @@ class Run:
     self.writer = metrics_lib.MetricWriter(workdir, tensorboard=cfg.train.tensorboard,
                                            progress_bar=cfg.train.progress_bar,
                                            total=self.num_steps, initial=self.step)
+    self.writer.log_config(cfg)
     self._announce(peak_src, time.time() - t0, init_msg)
     self.history, self.first_eval, self.last_eval, self.stopped_by = [], None, None, None
     self.data_states = {self.step: self.it.get_state()}  # data state after each pending step
@@ -522,6 +524,7 @@ class Run:
       rec['step_time_s'] = dt / len(self.pending)
       rec['mfu'] = rec['tokens_per_s'] * self.s.flops_per_token / self.peak
     rec['loss_mean'] = float(np.mean([f['loss'] for f in fetched]))
+    rec['tokens_seen'] = self.step * B * T  # cumulative positions trained on ('tokens': this step's targets)
     if self._due[0]:
       rec['param_norm'] = float(_param_norm(self.state.params))  # the logged step's params
       self.writer.write(self.step, rec)
@@ -592,9 +595,14 @@ class Run:
         self.ckpt.close(raise_errors=raise_errors)
     finally:
       if self.writer is not None:
-        self.writer.close()
+        last = self.history[-1] if getattr(self, 'history', None) else {}
+        ev = getattr(self, 'last_eval', None) or {}
+        self.writer.close({'hparam/train_loss': last.get('loss'),
+                           'hparam/eval_loss': ev.get('loss')}, step=getattr(self, 'step', None))
       self.lease.release()
 
   def result(self) -> dict[str, Any]:
     return {'step': self.step, 'history': self.history, 'eval': self.last_eval,
-            'eval_start': self.first_eval, 'stopped_by': self.stopped_by, 'state': self.state}
+            'eval_start': self.first_eval, 'stopped_by': self.stopped_by, 'state': self.state,
+            'model': self.s.model, 'tokens_seen': self.step * self.cfg.data.batch_size *
+            self.cfg.data.seq_len}

@@ -61,7 +61,7 @@ RESUME_FREE = frozenset({
     'train.micro_batches', 'train.log_every', 'train.eval_every', 'train.eval_at_start',
     'train.nan_guard', 'train.inject_nan_at_step', 'train.log_temperatures',
     'train.peak_flops_per_device', 'train.progress_bar', 'train.tensorboard',
-    'train.frequency_batches',
+    'train.frequency_batches', 'train.summary_sample_tokens',
 })
 # Fields whose change continues the same experiment (reported, not refused).
 RESUME_CONTINUABLE = frozenset({'train.num_steps'})

@@ -249,3 +249,54 @@ def test_flops_per_token_counts_attention():
   # frozen weights (temperature-only training): no weight gradients, 4N
   assert metrics.flops_per_token(m, total, 1024, weight_grads=False) == (
       4 * n + 12 * 12 * 12 * 64 * 1024)
+
+
+def _tb_events(directory):
+  """{tag: (plugin, step, value)} of the TensorBoard event files directly in `directory`
+  (TFRecord framing: length u64, crc, payload, crc)."""
+  import glob  # pylint: disable=g-import-not-at-top
+  import struct  # pylint: disable=g-import-not-at-top
+  from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
+  tags = {}
+  for path in sorted(glob.glob(os.path.join(directory, 'events.out.tfevents.*'))):
+    data, i = open(path, 'rb').read(), 0
+    while i < len(data):
+      (n,) = struct.unpack('<Q', data[i:i + 8])
+      e = event_pb2.Event()
+      e.ParseFromString(data[i + 12:i + 12 + n])
+      i += n + 16
+      for v in e.summary.value:
+        tags[v.tag] = (v.metadata.plugin_data.plugin_name, e.step, v.simple_value,
+                       v.tensor.string_val[0].decode() if v.tensor.string_val else None)
+  return tags
+
+
+def test_cli_run_ends_with_summary_and_tensorboard_gets_config_hparams_tokens(tmp_path):
+  wd = tmp_path / 'w'
+  r = subprocess.run([sys.executable, 'train.py', '--config=configs/tiny.py', f'--workdir={wd}',
+                      '--config.train.num_steps=4', '--config.train.log_every=2',
+                      '--config.train.tensorboard=True', '--config.train.summary_sample_tokens=12',
+                      '--config.optim.decay_steps=20'],
+                     cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert r.returncode == 0, r.stderr[-3000:]
+  c = tiny.get_config()
+  B, T = c.data.batch_size, c.data.seq_len
+  recs = metrics.read_metrics(str(wd))
+  train = [x for x in recs if x['kind'] == 'train']
+  ev = [x for x in recs if x['kind'] == 'eval'][-1]
+  assert [x['tokens_seen'] for x in train] == [x['step'] * B * T for x in train]
+  tail = r.stderr[r.stderr.index('=== Training done'):].splitlines()
+  assert tail[0].startswith(f'=== Training done: step 4/4, ')
+  assert f'{4 * B * T:,} tokens (4 steps x {B} x {T})' in tail[0]
+  assert f'train loss {train[-1]["loss"]:.4f} (step 4)' in tail[1]
+  assert f'validation loss {ev["loss"]:.4f}' in tail[1]
+  assert tail[2].strip() == f'checkpoint: {wd}/checkpoints/4' and (wd / 'checkpoints' / '4').is_dir()
+  assert tail[3].strip() == f'evaluate:   python eval.py --workdir={wd}'
+  assert tail[5].startswith('  sample (12 tokens from a document start, temperature 0.8): ')
+  tb = _tb_events(wd / 'tb')
+  assert tb['config/text_summary'][0] == 'text' and '"num_steps": 4' in tb['config/text_summary'][3]
+  assert tb['train/tokens_seen'][1:3] == (4, 4 * B * T)
+  hp = _tb_events(wd / 'tb' / 'hparams')
+  assert hp['_hparams_/experiment'][0] == 'hparams'
+  assert hp['hparam/train_loss'][2] == pytest.approx(train[-1]['loss'], rel=1e-6)
+  assert hp['hparam/eval_loss'][2] == pytest.approx(ev['loss'], rel=1e-6)
