@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -81,7 +82,14 @@ def test_run_writes_results_and_figures_matching_training_eval(run_dir, tmp_path
   cfg.eval.attention_num_seqs = 2
   cfg.eval.attention_text = 'To be, or not to be'
   out = tmp_path / 'eval'
-  res = runner.run(cfg, loaded, str(out), log=lambda *_: None)
+  logs = []
+  res = runner.run(cfg, loaded, str(out), log=logs.append)
+  # Progress: a line before and after each enabled unit, in order.
+  units = ['token_perplexity+word_perplexity', 'zero_shot', 'attention_stats']
+  marks = [x for x in logs if x.startswith('[')]
+  assert [m.split(' ')[1] for m in marks] == [u for u in units for _ in (0, 1)], marks
+  assert marks[0] == '[1/3] token_perplexity+word_perplexity ...'
+  assert re.fullmatch(r'\[3/3\] attention_stats done in \d+\.\d s', marks[-1]), marks[-1]
   saved = json.loads((out / 'eval_results.json').read_text())
   m = saved['metrics']
   assert saved['meta']['step'] == 7

@@ -193,6 +193,8 @@ def run_statistics(config, loaded, tok, texts, max_len) -> dict:
   if fig1 is not None and 'token_temperature' in fig1:
     stats['token_temperature'] = fig1['token_temperature']
   stats['run'] = config.ssa.strategy
+  stats['source'] = f'{loaded.directory} (step {loaded.step})'
+  stats['num_rows'] = int(len(rows))
   return stats
 
 
@@ -215,7 +217,11 @@ def _with_compared(e, stats) -> tuple[dict, dict]:
 
 def _figures(config, stats, fig_dir) -> list[str]:
   dil, ent = _with_compared(config.eval, stats)
-  paths = [plots.dilution_figure(dil, os.path.join(fig_dir, 'dilution.png')),
+  caption = (f"Sorted attention rows averaged over {stats['num_rows']} sequence(s) and the heads; "
+             f"{stats['run']}: {stats['source']}"
+             + (f'; compared with {config.eval.compare_workdir}' if config.eval.compare_workdir
+                else '') + '.')
+  paths = [plots.dilution_figure(dil, os.path.join(fig_dir, 'dilution.png'), caption=caption),
            plots.entropy_figure(ent, os.path.join(fig_dir, 'entropy.png'))]
   if any(stats['temperature'].values()):
     paths.append(plots.temperature_figure(stats['temperature'],

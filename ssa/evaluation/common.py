@@ -3,6 +3,7 @@
     ctx = EvalContext.create(config, loaded, output_dir, log)   # tokenizer, LM, Scorer, results
     ctx.texts(split)          # documents of a split (cached; None for a synthetic dataset)
     ctx.save()                # eval_results.json now (meta.seconds updated), atomically
+    ctx.bar(desc, total)      # a progress bar for a unit's long loop (terminal only)
 
 Every evaluation unit (perplexity.py, zero_shot.py, passkey.py, attention_stats.py) has the
 interface `Unit`: `name`, `enabled(config)` (from its config.eval fields) and `run(ctx)`, which adds
@@ -14,18 +15,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 import time
 from typing import Any, Callable, Optional, Protocol, Sequence
 
 import numpy as np
+from tqdm import tqdm
 
 from ssa.config_lib import ConfigError
 from ssa.data import get_tokenizer, sources
-from ssa.data.pipeline import record_text
+from ssa.data.pipeline import SYNTHETIC_DATASETS, record_text
 from ssa.evaluation.scoring import LM, Scorer
 from ssa.model import param_counts
-
-SYNTHETIC_DATASETS = ('passkey', 'graph')   # generated tasks: no documents, no words
 
 
 class Unit(Protocol):
@@ -157,6 +158,12 @@ class EvalContext:
     results = {'meta': _meta(config, loaded, lm), 'metrics': {}, 'figures': []}
     return cls(config, loaded, tok, lm, scorer, output_dir, log, results, eval_splits(config),
                t0)
+
+  def bar(self, desc: str, total: Optional[int] = None):
+    """A tqdm progress bar on stderr for one long loop of a unit (shown on a terminal only;
+    the runner's per-unit lines are the progress in logs)."""
+    return tqdm(total=total, desc=desc, unit='batch', leave=False, file=sys.stderr,
+                disable=not sys.stderr.isatty(), dynamic_ncols=True)
 
   @property
   def metrics(self) -> dict:

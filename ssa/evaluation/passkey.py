@@ -68,11 +68,12 @@ def is_correct(tokenizer, ids: Sequence[int], key: int) -> bool:
 
 def evaluate_passkey(generate: Callable, tokenizer, lengths: Sequence[int],
                      depths: Sequence[float], num_examples: int, seed: int = 0,
-                     batch_size: int = 8, decoys: int = 0) -> dict:
+                     batch_size: int = 8, decoys: int = 0, progress=None) -> dict:
   """{'lengths', 'depths', 'accuracy' [len(lengths)][len(depths)], 'mean_accuracy', examples};
   with decoys, also 'decoy_rate' (same grid): the fraction of answers that are a decoy's number.
   'correct' [len(lengths)][len(depths)][num_examples]: 0/1 per example (the same examples for
-  every model given the same seed and decoys: paired comparisons use it)."""
+  every model given the same seed and decoys: paired comparisons use it). progress: None or a
+  tqdm-like bar, update(1) per (length, depth) cell."""
   acc = np.zeros([len(lengths), len(depths)])
   correct_items = [[None] * len(depths) for _ in lengths]
   fooled = np.zeros_like(acc)
@@ -98,6 +99,8 @@ def evaluate_passkey(generate: Callable, tokenizer, lengths: Sequence[int],
           samples.append({'length': int(T), 'depth': float(depth), 'key': key,
                           'output': tokenizer.decode(out)})
       acc[i, j] = correct / len(cell)
+      if progress is not None:
+        progress.update(1)
       correct_items[i][j] = items
       fooled[i, j] = wrong_decoy / len(cell)
   out = {'lengths': [int(t) for t in lengths], 'depths': [float(d) for d in depths],
@@ -124,9 +127,11 @@ class Passkey:
       raise ConfigError(f'eval.passkey_lengths={tuple(e.passkey_lengths)} has lengths {too_long} '
                         f'above the model context {lm.max_len}.')
     gen = generation.generate_fn(lm, pad_id=ctx.tok.pad_id)
-    r = evaluate_passkey(gen, ctx.tok, e.passkey_lengths, e.passkey_depths,
-                         e.passkey_num_examples, seed=config.data.seed, batch_size=e.batch_size,
-                         decoys=config.data.passkey_decoys)
+    with ctx.bar('passkey cells', len(e.passkey_lengths) * len(e.passkey_depths)) as bar:
+      r = evaluate_passkey(gen, ctx.tok, e.passkey_lengths, e.passkey_depths,
+                           e.passkey_num_examples, seed=config.data.seed,
+                           batch_size=e.batch_size, decoys=config.data.passkey_decoys,
+                           progress=bar)
     ctx.results['passkey'] = r
     ctx.metrics['passkey:mean_accuracy'] = r['mean_accuracy']
     ctx.log(f'passkey: mean accuracy {r["mean_accuracy"]:.3f}')

@@ -61,13 +61,14 @@ def _batch_nll(apply_fn, variables, batch):
   return nll * w, w
 
 
-def token_perplexity(lm: LM, batches: Iterable[dict], max_batches: Optional[int] = None) -> dict:
+def token_perplexity(lm: LM, batches: Iterable[dict], max_batches: Optional[int] = None,
+                     progress=None) -> dict:
   """Weighted next-token NLL over `batches`: {'loss', 'perplexity', 'tokens', 'batches',
   'by_position' (measure.bucket_losses over the 1-based position of each target inside its
   document, batch['positions'] + 1, or inside the row), 'sequence_nll' / 'sequence_tokens'
   (per row, in batch order: what ssa.measure.paired_difference pairs between two models scored
   on the same batches) and 'sequence_bucket_nll' / 'sequence_bucket_tokens' (the same per row and
-  position bucket, [rows][buckets])}."""
+  position bucket, [rows][buckets])}. progress: None or a tqdm-like bar, update(1) per batch."""
   fn = jax.jit(lambda v, b: _batch_nll(lm.apply_fn, v, b))
   rows_nll, rows_tok, n, T = [], [], 0, None
   for batch in batches:
@@ -76,6 +77,8 @@ def token_perplexity(lm: LM, batches: Iterable[dict], max_batches: Optional[int]
     b = {k: np.asarray(batch[k]) for k in ('inputs', 'targets', 'weights', 'segment_ids',
                                             'positions') if k in batch}
     nll, w = (np.asarray(x, np.float64) for x in jax.device_get(fn(lm.variables, b)))
+    if progress is not None:
+      progress.update(1)
     T = nll.shape[1] if T is None else T
     pos = (b['positions'] if 'positions' in b else
            np.broadcast_to(np.arange(nll.shape[1]), nll.shape)) + 1
@@ -130,14 +133,17 @@ def count_words(text: str) -> int:
 
 
 def document_perplexity(scorer: Scorer, tokenizer, texts: Sequence[str], *,
-                        stride: Optional[int] = None, detokenize: bool = False) -> dict:
-  """Word/byte/token perplexity of whole documents (see the module docstring)."""
+                        stride: Optional[int] = None, detokenize: bool = False,
+                        progress=None) -> dict:
+  """Word/byte/token perplexity of whole documents (see the module docstring); progress: None
+  or a tqdm-like bar updated as scoring windows are done."""
   texts = [t for t in texts if t]
   if not texts:
     raise ValueError('document_perplexity: no non-empty document.')
   scored = [wikitext_detokenizer(t) if detokenize else t for t in texts]
   toks = [tokenizer.encode(t) for t in scored]
-  lls = scorer.loglikelihood_rolling(toks, prefix_token=tokenizer.eos_id, stride=stride)
+  lls = scorer.loglikelihood_rolling(toks, prefix_token=tokenizer.eos_id, stride=stride,
+                                     progress=progress)
   ll = float(np.sum(lls))
   words = sum(count_words(t) for t in texts)
   nbytes = sum(len(t.encode('utf-8')) for t in texts)
@@ -170,7 +176,8 @@ class TokenPerplexity:
   def run_split(self, ctx: EvalContext, split: str) -> None:
     it, _ = data_lib.make_eval_iterator(ctx.config, 0, 1, split=split,
                                         num_batches=ctx.config.eval.ppl_batches)
-    r = token_perplexity(ctx.lm, it)
+    with ctx.bar(f'{split} token perplexity', ctx.config.eval.ppl_batches) as bar:
+      r = token_perplexity(ctx.lm, it, progress=bar)
     ctx.metrics.update({f'{split}:loss': r['loss'], f'{split}:perplexity': r['perplexity'],
                         f'{split}:tokens': r['tokens']})
     ctx.metrics.update({f'{split}:loss@{k}': v['loss'] for k, v in r['by_position'].items()
@@ -202,8 +209,9 @@ class DocumentPerplexity:
     return bool(config.eval.word_perplexity) and not is_synthetic(config)
 
   def run_split(self, ctx: EvalContext, split: str) -> None:
-    r = document_perplexity(ctx.scorer, ctx.tok, ctx.texts(split),
-                            stride=ctx.config.eval.rolling_stride)
+    with ctx.bar(f'{split} word perplexity') as bar:
+      r = document_perplexity(ctx.scorer, ctx.tok, ctx.texts(split),
+                              stride=ctx.config.eval.rolling_stride, progress=bar)
     ctx.metrics.update({f'{split}:word_perplexity': r['word_perplexity'],
                         f'{split}:byte_perplexity': r['byte_perplexity'],
                         f'{split}:bits_per_byte': r['bits_per_byte'],
@@ -244,8 +252,10 @@ class Wikitext:
 
   def run(self, ctx: EvalContext) -> None:
     e = ctx.config.eval
-    r = document_perplexity(ctx.scorer, ctx.tok, wikitext_texts(e.wikitext_jsonl),
-                            stride=e.rolling_stride, detokenize=e.wikitext_detokenize)
+    with ctx.bar('wikitext word perplexity') as bar:
+      r = document_perplexity(ctx.scorer, ctx.tok, wikitext_texts(e.wikitext_jsonl),
+                              stride=e.rolling_stride, detokenize=e.wikitext_detokenize,
+                              progress=bar)
     ctx.metrics.update({'wikitext:word_perplexity': r['word_perplexity'],
                         'wikitext:byte_perplexity': r['byte_perplexity'],
                         'wikitext:bits_per_byte': r['bits_per_byte']})

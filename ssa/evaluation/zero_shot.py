@@ -219,9 +219,10 @@ class ZeroShot:
 
   def run(self, ctx: EvalContext) -> None:
     e, tok, scorer = ctx.config.eval, ctx.tok, ctx.scorer
-    r = evaluate_tasks(e.zero_shot_dir, list(e.zero_shot_tasks),
-                       lambda reqs: scorer.loglikelihood(reqs, prefix_token=tok.eos_id), tok,
-                       e.zero_shot_limit)
+    with ctx.bar('zero-shot requests') as bar:
+      r = evaluate_tasks(e.zero_shot_dir, list(e.zero_shot_tasks),
+                         lambda reqs: scorer.loglikelihood(reqs, prefix_token=tok.eos_id,
+                                                           progress=bar), tok, e.zero_shot_limit)
     ctx.metrics.update(r)
     table = markdown_table({f'{ctx.config.model.preset} {ctx.config.ssa.strategy}': ctx.metrics})
     ctx.results['zero_shot_table'] = table
