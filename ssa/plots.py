@@ -37,8 +37,9 @@ def _save(fig, path: str) -> str:
 
 
 def dilution_figure(runs: dict[str, dict[str, Sequence]], path: str, max_rank: int = 32,
-                    num_positions: int = 6) -> str:
-  """runs: {run name: {layer: curves [T][S]}}. Rows = layers, columns = runs."""
+                    num_positions: int = 6, caption: str = '') -> str:
+  """runs: {run name: {layer: curves [T][S]}}. Rows = layers, columns = runs. caption: a line
+  under the figure saying what is averaged and which runs it shows."""
   plt = _plt()
   names = list(runs)
   layers = list(next(iter(runs.values())))
@@ -64,6 +65,9 @@ def dilution_figure(runs: dict[str, dict[str, Sequence]], path: str, max_rank: i
       if c == 0:
         ax.set_ylabel('attention prob.')
       ax.legend(fontsize=7)
+  if caption:
+    fig.tight_layout(rect=(0, 0.06 / len(layers), 1, 1))
+    fig.text(0.5, 0.005, caption, ha='center', va='bottom', fontsize=8, wrap=True)
   return _save(fig, path)
 
 
@@ -98,20 +102,33 @@ def temperature_figure(temps: dict[str, dict[str, Sequence]], path: str) -> str:
   return _save(fig, path)
 
 
+# Colour-blind-safe sequential map for accuracies (perceptually uniform, readable in greyscale).
+ACCURACY_CMAP = 'cividis'
+
+
+def accuracy_grid(ax, acc_LD, lengths: Sequence[int], depths: Sequence[float], fontsize: int = 8):
+  """Draws accuracies [lengths][depths] in [0, 1] on `ax` (cividis, each cell labelled in a
+  colour that contrasts with it); returns the image for a colour bar."""
+  acc = np.asarray(acc_LD, dtype=float)
+  im = ax.imshow(acc.T, vmin=0, vmax=1, cmap=ACCURACY_CMAP, aspect='auto', origin='lower')
+  ax.set_xticks(range(len(lengths)), [str(t) for t in lengths])
+  ax.set_yticks(range(len(depths)), [f'{d:.2f}' for d in depths])
+  for i in range(acc.shape[0]):
+    for j in range(acc.shape[1]):
+      ax.text(i, j, f'{acc[i, j]:.2f}', ha='center', va='center', fontsize=fontsize,
+              color='black' if acc[i, j] >= 0.5 else 'white')
+  return im
+
+
 def passkey_heatmap(result: dict, path: str, title: str = 'passkey retrieval') -> str:
   plt = _plt()
   acc = np.asarray(result['accuracy'])
   fig, ax = plt.subplots(figsize=(1.1 * len(result['lengths']) + 2, 0.5 * len(result['depths']) + 2))
-  im = ax.imshow(acc.T, vmin=0, vmax=1, cmap='RdYlGn', aspect='auto', origin='lower')
-  ax.set_xticks(range(len(result['lengths'])), [str(t) for t in result['lengths']])
-  ax.set_yticks(range(len(result['depths'])), [f'{d:.2f}' for d in result['depths']])
+  im = accuracy_grid(ax, acc, result['lengths'], result['depths'])
   ax.set_xlabel('context length (tokens)')
   ax.set_ylabel('key depth')
-  for i in range(acc.shape[0]):
-    for j in range(acc.shape[1]):
-      ax.text(i, j, f'{acc[i, j]:.2f}', ha='center', va='center', fontsize=8)
   ax.set_title(f'{title} (mean {acc.mean():.3f})')
-  fig.colorbar(im, ax=ax)
+  fig.colorbar(im, ax=ax, label='accuracy')
   return _save(fig, path)
 
 
@@ -161,5 +178,11 @@ def token_temperature_png(pieces: Sequence[str], values: Sequence[float], path: 
     for part, v, c in ln:
       ax.text(c, i, part, family='monospace', fontsize=9, va='center', parse_math=False,
               bbox=dict(boxstyle='square,pad=0.05', fc=_colour(v, lo, hi), ec='none'))
-  ax.set_title(f'{title}: {lo:.3f} (white) … {hi:.3f} (red)', fontsize=9)
+  ax.set_title(title, fontsize=9)
+  from matplotlib.cm import ScalarMappable  # pylint: disable=g-import-not-at-top
+  from matplotlib.colors import ListedColormap, Normalize  # pylint: disable=g-import-not-at-top
+  cmap = ListedColormap([_colour(x, 0.0, 1.0) for x in np.linspace(0.0, 1.0, 256)])
+  fig.colorbar(ScalarMappable(Normalize(lo, hi if hi > lo else lo + 1e-6), cmap), ax=ax,
+               orientation='horizontal', fraction=0.3, shrink=0.6, pad=0.02, aspect=60,
+               label='temperature (token background)')
   return _save(fig, path)

@@ -252,7 +252,7 @@ def test_zero_shot_bad_input_names_file_and_field(tmp_path):
 PK_LEN = 300  # the byte-level passkey template needs ~260 tokens
 
 
-def test_passkey_oracle_scores_one_and_random_model_scores_chance():
+def test_passkey_oracle_scores_one_and_random_model_scores_chance(tmp_path):
   def oracle(prompts, n):
     return [TOK.encode(f' {passkey_recover(np.asarray(p), TOK)}')[:n] for p in prompts]
   r = passkey.evaluate_passkey(oracle, TOK, [PK_LEN, PK_LEN + 20], [0.0, 0.5, 1.0], 3)
@@ -261,7 +261,7 @@ def test_passkey_oracle_scores_one_and_random_model_scores_chance():
   gen = generation.generate_fn(LM.from_model(model, variables), pad_id=TOK.pad_id)
   r = passkey.evaluate_passkey(gen, TOK, [PK_LEN], [0.0, 1.0], 4, batch_size=4)
   assert r['mean_accuracy'] <= 0.25   # chance is 1e-5
-  path = plots.passkey_heatmap(r, '/tmp/_ssa_test_passkey.png')
+  path = plots.passkey_heatmap(r, str(tmp_path / 'passkey.png'))
   assert open(path, 'rb').read(8) == b'\x89PNG\r\n\x1a\n'
 
 
@@ -514,3 +514,23 @@ def test_collect_paths_with_equals_and_duplicate_run_names(tmp_path, monkeypatch
     collect.collect([a, a])
   assert collect.main([f'x={a}', f'x={b}']) == 2
   assert "Two runs named 'x'" in capsys.readouterr().err
+
+
+def test_figures_colour_blind_safe_map_colour_bars_and_caption(monkeypatch, tmp_path):
+  figs = []
+  monkeypatch.setattr(plots, '_save', lambda fig, path: figs.append(fig) or path)
+  r = {'lengths': [16, 32], 'depths': [0.0, 1.0], 'accuracy': [[1.0, 0.25], [0.0, 0.5]]}
+  plots.passkey_heatmap(r, str(tmp_path / 'p.png'))
+  ax, cbar = figs[-1].axes
+  assert ax.images[0].get_cmap().name == plots.ACCURACY_CMAP == 'cividis'
+  assert cbar.get_ylabel() == 'accuracy'
+  # cell labels contrast with the cell: dark cells (low accuracy) get white text
+  colours = {t.get_text(): t.get_color() for t in ax.texts}
+  assert colours == {'1.00': 'black', '0.25': 'white', '0.00': 'white', '0.50': 'black'}
+  plots.token_temperature_png(list('abc'), [1.0, 1.2, 1.4], str(tmp_path / 't.png'))
+  assert len(figs[-1].axes) == 2 and 'temperature' in figs[-1].axes[1].get_xlabel()
+  np.testing.assert_allclose(figs[-1].axes[1].get_xlim(), [1.0, 1.4])
+  curves = np.full((4, 4), 0.25)
+  plots.dilution_figure({'ssa': {'layer_0': curves}}, str(tmp_path / 'd.png'),
+                        caption='averaged over 2 sequences and the heads; run W')
+  assert [t.get_text() for t in figs[-1].texts] == ['averaged over 2 sequences and the heads; run W']

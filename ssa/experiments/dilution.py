@@ -109,8 +109,12 @@ def write_outputs(result: dict, outdir: str) -> None:
   write_json(outdir, 'dilution.json',
              {v: {k: d[k] for k in ('seeds', 'top1_last', 'entropy_last', 'entropy',
                                     'entropy_std')} for v, d in vs.items()})
+  seeds = ', '.join(f"{v}: seeds {d['seeds']}" for v, d in vs.items())
   plots.dilution_figure({v: d['dilution'] for v, d in vs.items()},
-                        os.path.join(outdir, 'dilution.png'))
+                        os.path.join(outdir, 'dilution.png'),
+                        caption=f"Sorted attention rows, averaged over {result['num_seqs']} "
+                        f"sequences, the heads and the seeds of each variant ({seeds}); runs "
+                        f"under {result['root']}.")
   plots.entropy_figure({v: d['entropy'] for v, d in vs.items()},
                        os.path.join(outdir, 'entropy.png'))
   print(summary(result))

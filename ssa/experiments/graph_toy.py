@@ -260,6 +260,7 @@ COLOURS = {'vanilla': 'tab:blue', 'ssa_tanh': 'tab:orange', 'ssa_softplus': 'tab
 
 def figures(result, example, per_seed, degrees, taus, outdir):
   plt = plots._plt()  # pylint: disable=protected-access
+  from matplotlib.ticker import MaxNLocator  # pylint: disable=g-import-not-at-top
   models = list(per_seed)
   order = np.argsort(example['degrees'], kind='stable')  # rows sorted by degree
   panels = [('target P*', example['p_star'])] + [(m, example[m]) for m in models]
@@ -286,6 +287,7 @@ def figures(result, example, per_seed, degrees, taus, outdir):
   ax.set_xscale('log')
   ax.set_xlabel(r'$\|W_q W_k^\top\|_2$ (log scale)')
   ax.set_ylabel('seeds')
+  ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # counts: integer ticks only
   ax.set_title(f'operator norm, {len(per_seed["vanilla"]["opnorm"])} seeds', fontsize=10)
   ax.legend(fontsize=8)
   fig.tight_layout()

@@ -195,16 +195,11 @@ def plot_depth(result: dict, path: str) -> str:
   for k, v in enumerate(names):
     ax = axes[0][k + 1]
     acc = np.asarray(result['variants'][v]['cells']['mean'])
-    im = ax.imshow(acc.T, vmin=0, vmax=1, cmap='RdYlGn', aspect='auto', origin='lower')
-    ax.set_xticks(range(len(result['lengths'])), [str(t) for t in result['lengths']])
-    ax.set_yticks(range(len(result['depths'])), [f'{d:.2f}' for d in result['depths']])
-    for i in range(acc.shape[0]):
-      for j in range(acc.shape[1]):
-        ax.text(i, j, f'{acc[i, j]:.2f}', ha='center', va='center', fontsize=7)
+    im = plots.accuracy_grid(ax, acc, result['lengths'], result['depths'], fontsize=7)
     ax.set_xlabel('context length')
     ax.set_ylabel('key depth')
     ax.set_title(f'{v}: mean over seeds')
-  fig.colorbar(im, ax=axes[0][-1])
+  fig.colorbar(im, ax=axes[0][-1], label='accuracy')
   return plots._save(fig, path)  # pylint: disable=protected-access
 
 
