@@ -65,9 +65,16 @@ class _DropTfdsConfigEcho(std_logging.Filter):
     return not record.getMessage().startswith('Using custom data configuration')
 
 
+_QUIETED = []
+
+
 def quiet_logging() -> None:
   """absl logging at WARNING unless --verbosity was given (orbax logs every save at INFO), and
-  no asyncio echo of a failed background save (it is raised as one CheckpointError)."""
+  no asyncio echo of a failed background save (it is raised as one CheckpointError). `run` calls
+  it before every main; calling it again does nothing."""
+  if _QUIETED:
+    return
+  _QUIETED.append(True)
   if not FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)
     std_logging.getLogger('absl').addFilter(_DropOrbaxBackgroundErrors())
@@ -171,16 +178,20 @@ def parse_flags(argv: Sequence[str], config_flags_names: Sequence[str] = ('confi
 
 
 def run(main: Callable[[Sequence[str]], Any], config_flags_names: Sequence[str] = ('config',)):
-  """app.run(main) with parse_flags as the flags parser."""
-  app.run(main, flags_parser=lambda argv: parse_flags(argv, config_flags_names))
+  """app.run(main) with parse_flags as the flags parser; quiet_logging() before main, so every
+  CLI is quiet the same way (--verbosity=0 restores absl's INFO lines)."""
+
+  def quiet_main(argv):
+    quiet_logging()
+    return main(argv)
+  app.run(quiet_main, flags_parser=lambda argv: parse_flags(argv, config_flags_names))
 
 
 def run_config_experiment(run_fn: Callable[..., Any], *, config_help: str, outdir_help: str,
-                          string_flags: Sequence[tuple[str, str]] = (),
-                          quiet: bool = False) -> None:
+                          string_flags: Sequence[tuple[str, str]] = ()) -> None:
   """Defines the required --config (a config file, locked) and --outdir, plus one optional string
   flag (default None) per (name, help) of `string_flags`, then app.run's a main that calls
-  run_fn(config, outdir, **{name: value}); quiet: quiet_logging() first."""
+  run_fn(config, outdir, **{name: value}) (quiet logging, as every `run` main)."""
   config_flags.DEFINE_config_file('config', None, config_help, lock_config=True)
   flags.DEFINE_string('outdir', None, outdir_help)
   for name, help_text in string_flags:
@@ -189,8 +200,6 @@ def run_config_experiment(run_fn: Callable[..., Any], *, config_help: str, outdi
 
   def main(argv):
     check_no_args(argv)
-    if quiet:
-      quiet_logging()
     run_fn(FLAGS.config, FLAGS.outdir, **{name: FLAGS[name].value for name, _ in string_flags})
 
   run(main)
@@ -207,6 +216,7 @@ def analysis_main(argv: Sequence[str], analyse: Callable[[str], dict],
   """Main of a --runs/--outdir analysis: result = analyse(runs) (FileNotFoundError / ValueError
   exit with status 2, naming the problem), then write(result, outdir) into the created outdir."""
   check_no_args(argv)
+  quiet_logging()
   if not FLAGS.runs or not FLAGS.outdir:
     raise app.UsageError('--runs and --outdir are required.')
   try:

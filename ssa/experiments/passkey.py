@@ -329,4 +329,4 @@ if __name__ == '__main__':
   cli.run_config_experiment(
       run, config_help='configs/theory_passkey.py:SIZE',
       outdir_help='Where passkey.json and the figures are written.',
-      string_flags=[('runs_root', 'Training workdirs (default OUTDIR/runs).')], quiet=True)
+      string_flags=[('runs_root', 'Training workdirs (default OUTDIR/runs).')])
