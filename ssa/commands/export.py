@@ -1,13 +1,20 @@
-r"""Export a training run's model: Hugging Face format (vanilla) or the SSA checkpoint format.
+r"""Export a training run's model: Hugging Face format (vanilla), a transformers model with remote
+code (any model), or the SSA checkpoint format.
 
     python export.py --workdir=runs/ft/ssa --out=exported/ssa                  # latest step
     python export.py --workdir=runs/ft/vanilla --out=exported/hf --format=hf
+    python export.py --workdir=runs/ft/ssa --out=exported/remote --format=hf_remote
     python export.py --checkpoint=runs/x/checkpoints/400 --out=DIR
     python export.py --workdir=runs/ft/ssa --out=exported/ssa --overwrite      # replace DIR
 
 --format=auto (default) writes Hugging Face safetensors + config.json for models without
 temperatures (ssa.strategy=vanilla) and the SSA checkpoint format (ssa/convert/ssa_format.py)
-otherwise. Only the parameters are read from the checkpoint (ssa/evaluation/loading.py).
+otherwise. --format=hf_remote writes any model (every family and strategy, SSA included) for
+Hugging Face transformers with remote code: config.json with auto_map, configuration_ssa.py,
+modeling_ssa.py (a PyTorch port of the model) and model.safetensors, loaded with
+AutoModelForCausalLM.from_pretrained(DIR, trust_remote_code=True) (ssa/convert/hf_remote_format.py).
+Every format carries the tokenizer files for AutoTokenizer.from_pretrained(DIR). Only the
+parameters are read from the checkpoint (ssa/evaluation/loading.py).
 
 --out is a local directory: a new one (created with its parents) or an empty one. A non-empty
 directory is refused unless --overwrite is given, which replaces it as a whole (no file of the
@@ -38,7 +45,9 @@ flags.DEFINE_string('checkpoint', None, 'A checkpoint step directory (.../checkp
 flags.DEFINE_integer('step', None, 'Checkpoint step (default: the latest).')
 flags.DEFINE_string('out', None, 'Output directory (local): new or empty, or any existing '
                     'directory with --overwrite.')
-flags.DEFINE_enum('format', 'auto', list(FORMATS), 'auto: hf for vanilla, ssa otherwise.')
+flags.DEFINE_enum('format', 'auto', list(FORMATS),
+                  'auto: hf for vanilla, ssa otherwise; hf_remote: any model as a transformers '
+                  'model with remote code (trust_remote_code=True).')
 flags.DEFINE_boolean('overwrite', False, 'Replace --out if it is a non-empty directory (all of '
                      'its files are removed, atomically once the export is complete).')
 

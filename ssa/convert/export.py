@@ -1,15 +1,28 @@
-"""Write a trained model in Hugging Face format (no temperatures) or the SSA checkpoint format.
+"""Write a trained model in Hugging Face format, as a transformers model with remote code, or in
+the SSA checkpoint format.
 
     export(loaded, out, fmt='auto', overwrite=False)   # loaded: ssa.evaluation.loading.Loaded
                                                       # (or any object with .model, .variables,
                                                       # .config, .step, .directory)
 
-The command line is export.py at the top of the repository. fmt='auto' writes Hugging Face
-safetensors + config.json for a strategy without temperatures (ssa.strategy=vanilla) and the SSA
-checkpoint format (ssa/convert/ssa_format.py) otherwise; the SSA format also records the
-tokenizer spec and the source step in ssa_config.json 'extra'. Both carry the tokenizer as
-Hugging Face files (tokenizer.json, tokenizer_config.json, special_tokens_map.json:
-ssa.data.tokenizers.save_hf_tokenizer) for the byte, gpt2, hf: and gguf: tokenizers.
+The command line is export.py at the top of the repository. The formats (`fmt`, --format):
+
+- 'hf': Hugging Face safetensors + config.json of GPT-2 / GPT-NeoX / Llama (ssa/convert/hf.py);
+  only for a strategy without temperatures (ssa.strategy=vanilla).
+- 'ssa': the SSA checkpoint format (ssa/convert/ssa_format.py), any model; it records the
+  tokenizer spec and the source step in ssa_config.json 'extra'; `model.init_from=ssa:DIR`
+  trains from it.
+- 'hf_remote': any model (every family and strategy) as a transformers model with remote code
+  (ssa/convert/hf_remote_format.py): config.json with auto_map, configuration_ssa.py and
+  modeling_ssa.py (a PyTorch port of the model), model.safetensors (the SSA format's tensors,
+  '/' -> '.'), loaded with AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True);
+  config.json also carries the tokenizer's bos / eos / pad ids and 'ssa_export' the same 'extra'
+  as the SSA format.
+- 'auto' (default): 'hf' for ssa.strategy=vanilla, 'ssa' otherwise.
+
+Every format carries the tokenizer as Hugging Face files (tokenizer.json, tokenizer_config.json,
+special_tokens_map.json: ssa.data.tokenizers.save_hf_tokenizer) for the byte, gpt2, hf: and gguf:
+tokenizers, so AutoTokenizer.from_pretrained(out) encodes as the project does.
 
 Where the export goes (`check_out`, `atomic_directory`; every refusal is a ConversionError
 naming the path, raised before anything is written):
@@ -21,10 +34,10 @@ naming the path, raised before anything is written):
   replaced by an SSA one leaves no config.json behind). Refused even then when the directory
   holds the current working directory or the checkpoint being exported.
 - `out`, or one of its parents, is a file (not a directory): refused.
-- `out` is a URL (gs://, s3://, ...): refused. save_hf / save_ssa write local files only (os /
-  open), and the rename that makes the export atomic is a local-filesystem operation; export to
-  a local directory and copy it (e.g. `gsutil -m cp -r DIR gs://bucket/path`). A symbolic link
-  is followed: the export goes where it points.
+- `out` is a URL (gs://, s3://, ...): refused. save_hf / save_ssa / save_hf_remote write local
+  files only (os / open), and the rename that makes the export atomic is a local-filesystem
+  operation; export to a local directory and copy it (e.g. `gsutil -m cp -r DIR
+  gs://bucket/path`). A symbolic link is followed: the export goes where it points.
 
 Atomic: the files are written into a new sibling directory `.<name>.tmp-<pid>-<hex>` (same
 parent, so same filesystem) which is then renamed to `out`. An existing `out` is first renamed
@@ -47,11 +60,12 @@ from typing import Iterable, Iterator
 from ssa import strategies
 from ssa.convert.common import ConversionError
 from ssa.convert.hf import save_hf
+from ssa.convert.hf_remote_format import save_hf_remote
 from ssa.convert.ssa_format import save_ssa
 from ssa.data import DataError
 from ssa.data.tokenizers import get_tokenizer, save_hf_tokenizer
 
-FORMATS = ('auto', 'hf', 'ssa')
+FORMATS = ('auto', 'hf', 'ssa', 'hf_remote')
 
 
 def _inside(path: str, directory: str) -> bool:
@@ -158,7 +172,8 @@ def atomic_directory(out: str, overwrite: bool = False, keep: Iterable[str] = ()
 
 
 def export(loaded, out: str, fmt: str = 'auto', overwrite: bool = False) -> str:
-  """Writes `loaded`'s model to `out` atomically; returns the format written ('hf' or 'ssa').
+  """Writes `loaded`'s model to `out` atomically; returns the format written ('hf', 'ssa' or
+  'hf_remote').
 
   A non-empty `out` is refused unless `overwrite` (then it is replaced as a whole); see the
   module docstring."""
@@ -170,26 +185,45 @@ def export(loaded, out: str, fmt: str = 'auto', overwrite: bool = False) -> str:
     fmt = 'hf' if plain else 'ssa'
   if fmt == 'hf' and not plain:  # e.g. yarn: no tau_* params, but a temperature all the same
     raise ConversionError(f'--format=hf cannot represent ssa.strategy={scfg.strategy!r}; '
-                          'use --format=ssa (or auto).')
+                          'use --format=ssa (or auto) or --format=hf_remote.')
   source = getattr(loaded, 'directory', None)
   with atomic_directory(out, overwrite, keep=[source] if source else []) as tmp:
-    if fmt == 'hf':
-      save_hf(loaded.variables['params'], mcfg, tmp)
-    else:
+    tok = _tokenizer(loaded.config)
+    if fmt != 'hf':
       extra = {'tokenizer': loaded.config.data.tokenizer, 'step': loaded.step,
                'source': loaded.directory}
+    if fmt == 'hf':
+      save_hf(loaded.variables['params'], mcfg, tmp)
+    elif fmt == 'hf_remote':
+      special = {} if tok is None else {'bos_token_id': tok.bos_id, 'eos_token_id': tok.eos_id,
+                                        'pad_token_id': tok.pad_id}
+      save_hf_remote(loaded.variables, mcfg, scfg, tmp, extra=extra, special_tokens=special)
+    else:
       save_ssa(loaded.variables, mcfg, scfg, tmp, extra=extra)
-    write_tokenizer(loaded.config, tmp, mcfg.max_len)
+    write_tokenizer(loaded.config, tmp, mcfg.max_len, tok=tok)
   return fmt
 
 
-def write_tokenizer(config, out_dir: str, max_len: int) -> bool:
-  """tokenizer.json + tokenizer_config.json + special_tokens_map.json of config.data.tokenizer
-  (transformers' AutoTokenizer then encodes as the project does); a tokenizer without an exact
-  conversion (SentencePiece) is reported in one warning and the export goes on without them."""
+def _tokenizer(config):
+  """The tokenizer of config.data.tokenizer, or None (with one warning) if it cannot be built."""
   d = config.data
   try:
-    save_hf_tokenizer(get_tokenizer(d.tokenizer, d.get('eos_token')), out_dir, max_len)
+    return get_tokenizer(d.tokenizer, d.get('eos_token'))
+  except DataError as e:
+    logging.warning('export: no tokenizer files written: %s', e)
+    return None
+
+
+def write_tokenizer(config, out_dir: str, max_len: int, tok=None) -> bool:
+  """tokenizer.json + tokenizer_config.json + special_tokens_map.json of config.data.tokenizer
+  (transformers' AutoTokenizer then encodes as the project does); a tokenizer without an exact
+  conversion (SentencePiece) is reported in one warning and the export goes on without them.
+  `tok`: the tokenizer already built from config (built here when None)."""
+  tok = _tokenizer(config) if tok is None else tok
+  if tok is None:
+    return False
+  try:
+    save_hf_tokenizer(tok, out_dir, max_len)
   except DataError as e:
     logging.warning('export: no tokenizer files written: %s', e)
     return False
