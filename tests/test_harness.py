@@ -123,3 +123,39 @@ def test_tokenizers_carry_the_bos_the_harness_starts_documents_with():
   assert harness.prefix_token(gguf) == 1
   gpt2 = get_tokenizer('gpt2')
   assert harness.prefix_token(gpt2) == gpt2.bos_id == 50256
+
+
+def test_adapter_equals_the_harness_hf_backend_on_the_remote_code_export(run, tmp_path,
+                                                                          monkeypatch):
+  """The same SSA weights scored twice by the real harness: through the project's adapter
+  (model 'ssa', JAX) and through lm-eval's own HF backend on the export.py --format=hf_remote
+  directory (transformers + the exported PyTorch modelling file): equal per-request
+  log-likelihoods, accuracy and rolling word perplexity."""
+  import lm_eval  # pylint: disable=g-import-not-at-top
+  from lm_eval.tasks import TaskManager  # pylint: disable=g-import-not-at-top
+  from transformers import dynamic_module_utils  # pylint: disable=g-import-not-at-top
+  from ssa.convert.export import export  # pylint: disable=g-import-not-at-top
+  modules = str(tmp_path / 'hf_modules')  # remote code is copied here, not to ~/.cache
+  monkeypatch.setenv('HF_HOME', str(tmp_path / 'hf_home'))
+  monkeypatch.setenv('HF_MODULES_CACHE', modules)
+  monkeypatch.setattr(dynamic_module_utils, 'HF_MODULES_CACHE', modules)
+  out = str(tmp_path / 'export')
+  assert export(loading.load(None, workdir=run), out, fmt='hf_remote') == 'hf_remote'
+  tasks = ['ssa_local_choice', 'ssa_local_rolling']
+  ours = harness.evaluate(tasks=tasks, workdir=run, include_path=TASKS, log_samples=True,
+                          disable_tqdm=True, bootstrap_iters=0)
+  hf = lm_eval.simple_evaluate(
+      model='hf', model_args=f'pretrained={out},trust_remote_code=True,dtype=float32',
+      tasks=tasks, task_manager=TaskManager(include_path=TASKS), log_samples=True,
+      batch_size=4, device='cpu', verbosity='WARNING', bootstrap_iters=0)
+  ll = lambda r: r[0][0] if isinstance(r[0], (list, tuple)) else r[0]  # (ll, greedy) or ll
+  for task in tasks:
+    a = {s['doc_id']: [ll(r) for r in s['resps']] for s in ours['samples'][task]}
+    b = {s['doc_id']: [ll(r) for r in s['resps']] for s in hf['samples'][task]}
+    assert a and sorted(a) == sorted(b)
+    for d in a:
+      np.testing.assert_allclose(a[d], b[d], rtol=1e-4, err_msg=f'{task} doc {d}')
+  assert ours['results']['ssa_local_choice']['acc,none'] == hf['results']['ssa_local_choice'][
+      'acc,none']
+  assert ours['results']['ssa_local_rolling']['word_perplexity,none'] == pytest.approx(
+      hf['results']['ssa_local_rolling']['word_perplexity,none'], rel=1e-4)

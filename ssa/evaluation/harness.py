@@ -78,6 +78,9 @@ def harness_class():
   under MODEL_NAME so `simple_evaluate(model='ssa', model_args='workdir=...')` finds it."""
   HarnessLM = _lm_eval()  # pylint: disable=invalid-name
   from lm_eval.api import registry  # pylint: disable=g-import-not-at-top
+  # The harness fills its registry with its own models ('hf', 'vllm', ...) lazily, only while it
+  # is empty: import them first, or registering 'ssa' would hide every built-in model.
+  import lm_eval.models  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
 
   class SSAHarnessLM(HarnessLM):
