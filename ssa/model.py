@@ -169,9 +169,10 @@ def head_logits(params, x_BTD, cfg: ModelConfig):
 
 
 def init_params(model: Transformer, rng, batch_size: int = 1, seq_len: int = 8):
-  """Initialised variables (unboxed: plain arrays) for a [batch_size, seq_len] token input."""
+  """Initialised variables (unboxed: plain arrays) for a [batch_size, seq_len] token input;
+  compiled once (eager init runs op by op, several times slower even for a tiny model)."""
   tokens = jnp.zeros((batch_size, seq_len), jnp.int32)
-  return nn.unbox(model.init(rng, tokens))
+  return nn.unbox(jax.jit(model.init)(rng, tokens))
 
 
 def abstract_variables(model: Transformer, seq_len: int = 8):

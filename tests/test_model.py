@@ -26,8 +26,8 @@ def _drop_temperatures(params):
 
 def _vanilla_logits(family, params, toks, **kw):
   mcfg, scfg = tl.configs(family, strategy='vanilla')
-  return model_lib.Transformer(mcfg, scfg).apply({'params': _drop_temperatures(params)}, toks,
-                                                 **kw)
+  return jax.jit(model_lib.Transformer(mcfg, scfg).apply)(
+      {'params': _drop_temperatures(params)}, toks, **kw)
 
 
 @pytest.mark.parametrize('family', FAMILIES)
@@ -40,7 +40,7 @@ def _vanilla_logits(family, params, toks, **kw):
 def test_identity_at_init_equals_vanilla(family, variant):
   model, variables = tl.build(family, randomize_temperatures=False, **variant)
   toks = tl.tokens(2, 16)
-  got = model.apply(variables, toks)
+  got = jax.jit(model.apply)(variables, toks)
   want = _vanilla_logits(family, variables['params'], toks)
   assert float(jnp.abs(got - want).max()) < 1e-6
 
@@ -110,8 +110,9 @@ def test_causality(family, variant):
   toks = tl.tokens(1, T, seed=1)
   other = toks.at[:, t + 1:].set((toks[:, t + 1:] + 13) % tl.VOCAB)
   segs = jnp.array([[1, 1, 1, 2, 2, 2, 2, 3, 3, 3]]) if 'reset' in variant else None
-  a = model.apply(variables, toks, segment_ids=segs)
-  b = model.apply(variables, other, segment_ids=segs)
+  apply = jax.jit(model.apply)  # one compile for both calls (eager is several times slower)
+  a = apply(variables, toks, segment_ids=segs)
+  b = apply(variables, other, segment_ids=segs)
   assert float(jnp.abs(a[:, :t + 1] - b[:, :t + 1]).max()) < 1e-6
   assert float(jnp.abs(a[:, t + 1:] - b[:, t + 1:]).max()) > 1e-4  # the perturbation is seen
 
@@ -123,7 +124,7 @@ def test_kv_cache_decoding_equals_full_forward(family, variant):
   model, variables = tl.build(family, **tl.VARIANTS[variant])
   T = 12
   toks = tl.tokens(2, T, seed=2)
-  full = model.apply(variables, toks)
+  full = jax.jit(model.apply)(variables, toks)
   cache = model_lib.init_cache(model, variables, batch_size=2, max_len=16)
   step = jax.jit(lambda c, x: model.apply({**variables, 'cache': c}, x, decode=True,
                                          mutable=['cache']))
@@ -146,7 +147,7 @@ def test_gradients_reach_every_temperature_parameter(variant):
 
     def loss(p):
       return jnp.sum(model.apply({**variables, 'params': p}, toks, segment_ids=segs) ** 2)
-    g = jax.grad(loss)(variables['params'])
+    g = jax.jit(jax.grad(loss))(variables['params'])
     return [(jax.tree_util.keystr(p), float(jnp.abs(x).max()))
             for p, x in jax.tree_util.tree_flatten_with_path(g)[0]
             if model_lib.is_temperature_path(p)]
@@ -216,11 +217,14 @@ def test_remat_changes_nothing(family):
   model, variables = tl.build(family)
   remat = model_lib.Transformer(dataclasses.replace(model.cfg, remat=True), model.ssa)
   toks = tl.tokens(2, 8)
-  loss = lambda m: jax.grad(lambda p: jnp.sum(m.apply({'params': p}, toks) ** 2))(  # noqa
+  loss = lambda m: jax.jit(jax.grad(lambda p: jnp.sum(m.apply({'params': p}, toks) ** 2)))(  # noqa
       variables['params'])
   ga, gb = loss(model), loss(remat)
+  # Relative to the largest gradient: some leaves' true gradient is 0 (a key bias shifts every
+  # logit of a row equally), so their values are rounding noise that two programs differ in.
+  scale = max(float(jnp.abs(a).max()) for a in jax.tree.leaves(ga))
   for a, b in zip(jax.tree.leaves(ga), jax.tree.leaves(gb)):
-    assert tl.rel_err(a, b) < 1e-5
+    assert float(jnp.abs(a - b).max()) < 1e-5 * scale
 
 
 @pytest.mark.parametrize('family', FAMILIES)
