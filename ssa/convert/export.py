@@ -22,7 +22,9 @@ The command line is export.py at the top of the repository. The formats (`fmt`, 
 
 Every format carries the tokenizer as Hugging Face files (tokenizer.json, tokenizer_config.json,
 special_tokens_map.json: ssa.data.tokenizers.save_hf_tokenizer) for the byte, gpt2, hf: and gguf:
-tokenizers, so AutoTokenizer.from_pretrained(out) encodes as the project does.
+tokenizers and for SentencePiece unigram / bpe / char models, so AutoTokenizer.from_pretrained(out)
+encodes as the project does (checked on a built-in probe text before writing; a tokenizer that
+fails it or has no conversion, e.g. a SentencePiece word model, gets one warning and no files).
 
 Where the export goes (`check_out`, `atomic_directory`; every refusal is a ConversionError
 naming the path, raised before anything is written):
@@ -217,7 +219,8 @@ def _tokenizer(config):
 def write_tokenizer(config, out_dir: str, max_len: int, tok=None) -> bool:
   """tokenizer.json + tokenizer_config.json + special_tokens_map.json of config.data.tokenizer
   (transformers' AutoTokenizer then encodes as the project does); a tokenizer without an exact
-  conversion (SentencePiece) is reported in one warning and the export goes on without them.
+  conversion (e.g. a SentencePiece word model, or one whose conversion encodes the probe text
+  differently) is reported in one warning and the export goes on without them.
   `tok`: the tokenizer already built from config (built here when None)."""
   tok = _tokenizer(config) if tok is None else tok
   if tok is None:

@@ -351,19 +351,243 @@ def encode_documents(tokenizer: Tokenizer, texts: Sequence[str]) -> list[np.ndar
 HF_TOKENIZER_FILES = ('tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json')
 
 
-def _as_hf_tokenizer(tok: Tokenizer):
-  """(tokenizers.Tokenizer, {role: token string}, split_special) that encodes as `tok` does.
+# The text save_hf_tokenizer encodes with both tokenizers before it writes anything: each part
+# alone (text boundaries: leading / trailing spaces, an empty text) and all parts joined by '\n'.
+# Prose, code, digits, punctuation, whitespace runs (spaces, tabs, newlines, '\r\n'), accented
+# letters, other scripts, CJK, emoji, characters that NFKC rewrites, control characters and a
+# literal '▁'; the tokenizer's own special-token strings are added to it (_hf_probe_parts).
+_HF_PROBE_PARTS = (
+    'The quick brown fox jumps over the lazy dog. Pack my box with five dozen liquor jugs! '
+    'How vexingly quick daft zebras jump; sphinx of black quartz, judge my vow?',
+    'It was the best of times, it was the worst of times, it was the age of wisdom, it was the '
+    'age of foolishness, it was the epoch of belief, it was the epoch of incredulity, it was the '
+    'season of Light, it was the season of Darkness, it was the spring of hope, it was the winter '
+    "of despair. \"Don't,\" she said -- 'we'll see' -- and (after a pause) left at 5:30 p.m.",
+    'Tokenizers split text into pieces; a model then predicts the next piece. Rare words fall '
+    'apart into sub-words: antidisestablishmentarianism, floccinaucinihilipilification, '
+    'pneumonoultramicroscopicsilicovolcanoconiosis, Supercalifragilisticexpialidocious.',
+    'def f(x, y=2):\n    """Docstring."""\n    if x >= y and not (x % 3 == 0):\n'
+    '        return {"a": [1, 2.5, -3e-4], \'b\': None}  # comment\n\treturn x**2 // y\n',
+    'for (int i = 0; i < n; ++i) { a[i] += b[i] * c; }  /* C */  x => x != null && y || z;',
+    '0 1 7 42 123 2024 65535 1234567890 3.14159 -0.001 1e-9 6.02e23 1,000,000 12:34:56 '
+    '2024-01-31 0xFF 0b1010 100% $19.99 #1 No. 7 v1.2.3 192.168.0.1 +1 (555) 010-9999',
+    '!"#$%&\'()*+,-./:;<=>?@[\\]^_`{|}~ ... -- --- !!! ??? ... ,,, ;; :: (( )) [[ ]] {{ }} <<>>',
+    '\u2026 \u2014 \u2013 \u00ab\u00bb \u201c\u201d \u2018\u2019 \u00bf\u00a1 \u00a7 \u00b6 '
+    '\u2020 \u2022 \u00b0 \u00b1 \u00d7 \u00f7 \u2260 \u2264 \u2265 \u221e \u2211 \u221a \u20ac '
+    '\u00a3 \u00a5 \u00a9 \u00ae',
+    '  two leading spaces', 'two trailing spaces  ', 'a  b   c    d     e      f', ' ', '',
+    '\tleading tab', 'trailing tab\t', 'tab\tin\t\tthe\t\t\tmiddle', 'x \t y\t \tz',
+    'line one\nline two\n\nline four\n\n\n\nline eight', 'windows\r\nline\r\nends\r\n',
+    ' \n \n  \n\t\n', '\n\nleading newlines', 'trailing newlines\n\n',
+    'caf\u00e9 na\u00efve fa\u00e7ade \u00c5ngstr\u00f6m \u0152uvre S\u00e3o Paulo Z\u00fcrich '
+    '\u0141\u00f3d\u017a Dvo\u0159\u00e1k \u00f1and\u00fa \u00e0 \u00e9t\u00e9 \u00fcber '
+    'Stra\u00dfe \u00c9COLE \u00e5r \u00f8l \u00e6ble ti\u1ebfng Vi\u1ec7t',
+    '\u0395\u03bb\u03bb\u03b7\u03bd\u03b9\u03ba\u03ac \u0440\u0443\u0441\u0441\u043a\u0438\u0439 '
+    '\u044f\u0437\u044b\u043a \u0627\u0644\u0639\u0631\u0628\u064a\u0629 \u05e2\u05d1\u05e8\u05d9'
+    '\u05ea \u0939\u093f\u0928\u094d\u0926\u0940 \u0e20\u0e32\u0e29\u0e32\u0e44\u0e17\u0e22 '
+    '\ud55c\uad6d\uc5b4 \u10e5\u10d0\u10e0\u10d7\u10e3\u10da\u10d8',
+    '\u65e5\u672c\u8a9e\u306e\u30c6\u30ad\u30b9\u30c8\u3068\u30ab\u30bf\u30ab\u30ca\u3002'
+    '\u4e2d\u6587\u6587\u672c\uff0c\u6f22\u5b57\u3002\u6771\u4eac\u3068\u5317\u4eac\u3002',
+    '\U0001f642 \U0001f44d\U0001f3fd \U0001f3f3\ufe0f\u200d\U0001f308 \U0001f680\U0001f680 '
+    '\U0001f600\U0001f601\U0001f602 \u2764\ufe0f \U0001f1e9\U0001f1ea \U00010348 \U0001d11e',
+    '\ufb01 \uff21\uff22\uff23\uff11\uff12\uff13 \u2460\u2461 \u00bd \u2122 \u338f \u00b2 '
+    '\u00a0nbsp\u00a0 ideographic\u3000space zero\u200bwidth soft\u00adhyphen \ufeffbom '
+    'e\u0301 a\u0308',
+    '\x00 \x07 \x1b[0m \x0b \x0c \x7f \u2028 \u2029 \u0085',
+    'Attention lets every position look at every earlier one; the cost grows with the square of '
+    'the sequence length, which is why long-context models cache keys and values, share them '
+    'between heads, or restrict each query to a window. Training runs for 10,000 steps at a '
+    'learning rate of 3e-4 with 2,000 warm-up steps, then decays to 10% of its peak.',
+    'Le c\u0153ur a ses raisons que la raison ne conna\u00eet point. Der Gro\u00dfvater a\u00df '
+    'f\u00fcnf \u00c4pfel. \u00bfD\u00f3nde est\u00e1 la estaci\u00f3n? Ol\u00e1, como '
+    'voc\u00ea est\u00e1? \u041c\u043e\u0441\u043a\u0432\u0430 \u2014 '
+    '\u0441\u0442\u043e\u043b\u0438\u0446\u0430 \u0420\u043e\u0441\u0441\u0438\u0438. '
+    '\u6211\u4eec\u4eca\u5929\u5b66\u4e60\u81ea\u7136\u8bed\u8a00\u5904\u7406\u3002 '
+    '\u4eca\u65e5\u306f\u3044\u3044\u5929\u6c17\u3067\u3059\u306d\u3002',
+    '{"name": "ssa", "version": [0, 1, 2], "nested": {"ok": true, "ratio": 0.5, "none": null}}',
+    '| col A | col B |\n|-------|------:|\n| 1     |  2.50 |\n\n- item\n  - sub-item\n> quote',
+    'https://example.com/path/to/page?query=a%20b&x=1#frag user.name+tag@example.org '
+    'C:\\dir\\f.txt',
+    'ALL CAPS SENTENCE HERE. MiXeD cAsE wOrDs. camelCaseIdentifier snake_case_name kebab-case '
+    'SCREAMING_SNAKE __dunder__ a.b.c ::scope:: ->arrow<- =>fat<= ~tilde~ ^caret^',
+    '\u2581 \u2581\u2581x \u2581 lower\u2581one eighth\u2581',
+)
 
-  split_special: special-token strings in the text are plain text (the byte and GPT-2
-  tokenizers encode them as ordinary text; tokenizer.json / GGUF ones match them as tokens, as
-  the tokenizers library does)."""
+
+def _hf_probe_parts(specials: Sequence[str]) -> list[str]:
+  """_HF_PROBE_PARTS, then `specials` (special-token strings) spaced, run together, alone."""
+  specials = [t for t in dict.fromkeys(specials) if t]
+  return list(_HF_PROBE_PARTS) + ([' '.join(specials), ''.join(specials)] + specials
+                                  if specials else [])
+
+
+def _check_same_encoding(tok: Tokenizer, hf, split_special: bool, specials: Sequence[str]):
+  """DataError unless `hf` (a tokenizers.Tokenizer) encodes the probe text as `tok` does."""
+  import tokenizers  # pylint: disable=g-import-not-at-top
+  clone = tokenizers.Tokenizer.from_str(hf.to_str())  # what tokenizer.json will hold
+  clone.encode_special_tokens = split_special
+  parts = _hf_probe_parts(specials)
+  texts = ['\n'.join(parts)] + parts
+  for text, enc in zip(texts, clone.encode_batch(texts, add_special_tokens=False)):
+    want, got = tok.encode(text), enc.ids
+    if want == got:
+      continue
+    i = next((k for k, (a, b) in enumerate(zip(want, got)) if a != b), min(len(want), len(got)))
+    if enc.offsets:
+      a, b = enc.offsets[min(i, len(enc.offsets) - 1)]
+      near = text[max(0, a - 20):b + 20]
+    else:
+      near = text[:40]
+    raise DataError(
+        f'tokenizer {tok.name}: the tokenizer.json converted from {type(tok).__name__} encodes '
+        f'the built-in probe text differently (first difference at token {i}, near {near!r}: '
+        f'{want[i:i + 4]} vs {got[i:i + 4]}); give the model a tokenizer.json with '
+        "'hf:PATH' instead.")
+
+
+def _regex_literal(text: str) -> str:
+  """`text` as an Oniguruma (tokenizers.Regex) pattern that matches it literally."""
+  return ''.join(f'\\x{{{ord(c):X}}}' for c in text)
+
+
+def _regex_class(chars, negate: bool = False) -> str:
+  """An Oniguruma character class of `chars` (ranges of consecutive code points)."""
+  points, ranges = sorted(ord(c) for c in set(chars)), []
+  for p in points:
+    if ranges and p == ranges[-1][1] + 1:
+      ranges[-1][1] = p
+    else:
+      ranges.append([p, p])
+  body = ''.join(f'\\x{{{a:X}}}' if a == b else f'\\x{{{a:X}}}-\\x{{{b:X}}}' for a, b in ranges)
+  return f'[{"^" if negate else ""}{body}]'
+
+
+def _sentencepiece_as_hf(tok: SentencePieceTokenizer):
+  """(tokenizers.Tokenizer, strings of the control / unknown / user-defined / byte pieces) that
+  reproduces the SentencePiece model's encoder, built from its model proto.
+
+  - normalizer, in SentencePiece's order: the precompiled charsmap (e.g. nmt_nfkc), removal of
+    leading / trailing / repeated spaces (remove_extra_whitespaces), ' ' -> '▁'
+    (escape_whitespaces), the dummy '▁' prefix (add_dummy_prefix; none on an empty text).
+  - model: Unigram with the piece scores, or BPE (char: BPE without merges) with merges ranked by
+    the score of the merged piece (SentencePiece merges the best-scoring pair first); unk id,
+    byte_fallback, consecutive unknown characters fused into one unk as in SentencePiece.
+    Unigram: control, unknown, byte and unused pieces get a score below any other segmentation,
+    since SentencePiece never matches them in text; user-defined pieces and runs of characters
+    that no normal piece contains are pre-tokens of their own (SentencePiece emits the former
+    whole and the latter as one unknown piece).
+  - the control and unknown pieces are special added tokens (with the model's ids).
+  - decoder: '▁' -> ' ', byte pieces -> bytes, the dummy prefix's space removed.
+  Not converted (DataError): model_type word, treat_whitespace_as_suffix, BPE with user-defined
+  pieces.
+  """
+  import tokenizers  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers
+  try:  # it needs a protobuf runtime that matches sentencepiece's generated code
+    from sentencepiece import sentencepiece_model_pb2 as pb  # pylint: disable=g-import-not-at-top
+  except Exception as e:  # pylint: disable=broad-except
+    raise DataError(f'tokenizer {tok.name}: cannot read the SentencePiece model proto '
+                    f'(sentencepiece.sentencepiece_model_pb2 needs protobuf): {e}') from e
+  proto = pb.ModelProto()
+  proto.ParseFromString(tok._sp.serialized_model_proto())  # pylint: disable=protected-access
+  ts, ns = proto.trainer_spec, proto.normalizer_spec
+  kind = pb.ModelProto.SentencePiece
+  pieces = list(proto.pieces)
+  if ts.model_type not in (pb.TrainerSpec.UNIGRAM, pb.TrainerSpec.BPE, pb.TrainerSpec.CHAR):
+    raise DataError(f'tokenizer {tok.name}: SentencePiece model_type '
+                    f'{pb.TrainerSpec.ModelType.Name(ts.model_type)} is not converted (unigram, '
+                    "bpe and char are); give the model a tokenizer.json with 'hf:PATH' instead.")
+  if ts.treat_whitespace_as_suffix:
+    raise DataError(f'tokenizer {tok.name}: SentencePiece treat_whitespace_as_suffix is not '
+                    "converted; give the model a tokenizer.json with 'hf:PATH' instead.")
+  user = [p.piece for p in pieces if p.type == kind.USER_DEFINED]
+  if user and ts.model_type != pb.TrainerSpec.UNIGRAM:
+    raise DataError(f'tokenizer {tok.name}: a SentencePiece BPE model with user-defined pieces '
+                    "is not converted (tokenizers' BPE keeps them whole only by taking every "
+                    "pre-token found in the vocabulary whole, so '</s>' in text would become the "
+                    "control token); give the model a tokenizer.json with 'hf:PATH' instead.")
+  unk = tok._sp.unk_id()  # pylint: disable=protected-access
+  if ts.model_type == pb.TrainerSpec.UNIGRAM:
+    normal = [abs(p.score) for p in pieces if p.type == kind.NORMAL]
+    # below any segmentation of the same characters into normal pieces. tokenizers' unknown score
+    # (lowest score - 10) drops with it; no matter: a character that no normal piece contains is a
+    # pre-token of its own, where the unknown piece is the only choice.
+    never = -(max(len(p.piece) for p in pieces) + 1) * (max(normal, default=0.0) + 1.0)
+    vocab = [(p.piece, p.score if p.type in (kind.NORMAL, kind.USER_DEFINED) else never)
+             for p in pieces]
+    model = models.Unigram(vocab, unk_id=unk if unk >= 0 else None, byte_fallback=ts.byte_fallback)
+  else:
+    normal = {p.piece: (p.score, i) for i, p in enumerate(pieces) if p.type == kind.NORMAL}
+    ranked = [] if ts.model_type == pb.TrainerSpec.CHAR else sorted(
+        (-score, i, piece[:k], piece[k:]) for piece, (score, i) in normal.items()
+        for k in range(1, len(piece)) if piece[:k] in normal and piece[k:] in normal)
+    model = models.BPE({p.piece: i for i, p in enumerate(pieces)},
+                       [(a, b) for _, _, a, b in ranked],
+                       unk_token=pieces[unk].piece if unk >= 0 else None, fuse_unk=True,
+                       byte_fallback=ts.byte_fallback)
+  hf = tokenizers.Tokenizer(model)
+  space = '\u2581' if ns.escape_whitespaces else ' '
+  steps = []
+  if ns.precompiled_charsmap:
+    charsmap = normalizers.Precompiled(ns.precompiled_charsmap)
+    # tokenizers maps a grapheme cluster at once: '\r\n' would become one space, not two
+    crlf = charsmap.normalize_str('\r') + charsmap.normalize_str('\n')
+    if charsmap.normalize_str('\r\n') != crlf and charsmap.normalize_str(crlf) == crlf:
+      steps.append(normalizers.Replace('\r\n', crlf))
+    steps.append(charsmap)
+  if ns.remove_extra_whitespaces:
+    steps += [normalizers.Replace(Regex(r'\A +'), ''), normalizers.Replace(Regex(' {2,}'), ' ')]
+  if ns.escape_whitespaces:
+    steps.append(normalizers.Replace(' ', space))
+  if ns.remove_extra_whitespaces:  # SentencePiece strips trailing '▁' after escaping
+    steps.append(normalizers.Replace(Regex(space + r'+\z'), ''))
+  if ns.add_dummy_prefix:
+    steps.append(normalizers.Prepend(space))
+  hf.normalizer = normalizers.Sequence(steps)
+  # Pre-tokenizer: user-defined pieces whole (longest first). Unigram: a run of characters that no
+  # normal piece contains is one unknown piece in SentencePiece; as a pre-token of its own it
+  # cannot be covered by a control / byte piece either (tokenizers' Unigram would match '</s>' in
+  # text where '<' is not in the vocabulary, whatever its score).
+  whole = '|'.join(_regex_literal(piece) for piece in sorted(user, key=len, reverse=True))
+  pattern = [whole] if user else []
+  known = {c for p in pieces if p.type == kind.NORMAL for c in p.piece}
+  if ts.model_type == pb.TrainerSpec.UNIGRAM and known:
+    other = _regex_class(known, negate=True)
+    pattern.append(f'(?:(?!{whole}){other})+' if user else f'{other}+')
+  if pattern:
+    hf.pre_tokenizer = pre_tokenizers.Split(Regex('|'.join(pattern)), behavior='isolated')
+  steps = [decoders.Replace('\u2581', ' ')]
+  if ts.byte_fallback:
+    steps.append(decoders.ByteFallback())
+  steps.append(decoders.Fuse())
+  if ns.add_dummy_prefix or ns.remove_extra_whitespaces:
+    steps.append(decoders.Strip(' ', 1, 0))
+  hf.decoder = decoders.Sequence(steps)
+  control = [p.piece for p in pieces if p.type in (kind.CONTROL, kind.UNKNOWN)]
+  hf.add_special_tokens([tokenizers.AddedToken(t, special=True, normalized=False)
+                         for t in control])
+  byte = [p.piece for p in pieces if p.type == kind.BYTE]
+  return hf, control + user[:64] + byte[:2] + byte[-2:] + [b for b in byte if b == '<0x0A>']
+
+
+def _as_hf_tokenizer(tok: Tokenizer):
+  """(tokenizers.Tokenizer, {role: token string}, split_special) that encodes as `tok` does,
+  checked on a probe text (DataError naming the first difference where it does not).
+
+  split_special: special-token strings in the text are plain text (the byte, GPT-2 and
+  SentencePiece tokenizers encode them as ordinary text; tokenizer.json / GGUF ones match them as
+  tokens, as the tokenizers library does)."""
   import tokenizers  # pylint: disable=g-import-not-at-top
   from tokenizers import decoders, models, pre_tokenizers  # pylint: disable=g-import-not-at-top
+  split_special, probe_specials = True, []
   if isinstance(tok, HFTokenizer):
     hf = tokenizers.Tokenizer.from_str(tok._tok.to_str())  # pylint: disable=protected-access
     roles = {'eos_token': tok.eos_id, 'pad_token': tok.pad_id, 'bos_token': tok.bos_id}
-    return hf, {k: hf.id_to_token(v) for k, v in roles.items() if v is not None}, False
-  if isinstance(tok, ByteTokenizer):
+    specials = {k: hf.id_to_token(v) for k, v in roles.items() if v is not None}
+    specials = {k: t for k, t in specials.items() if t is not None}
+    split_special = False
+  elif isinstance(tok, ByteTokenizer):
     # id = byte value, through the byte-level alphabet (GPT-2's printable stand-ins), no merges,
     # no splitting: each UTF-8 byte is one token. 256 / 257 are added tokens.
     char_of = {b: c for c, b in _data_gym_byte_decoder().items()}
@@ -378,25 +602,52 @@ def _as_hf_tokenizer(tok: Tokenizer):
     hf.decoder = decoders.ByteLevel()
     specials = {'eos_token': '<|endoftext|>', 'bos_token': '<|endoftext|>',
                 'pad_token': '<|endoftext|>'}
+  elif isinstance(tok, SentencePieceTokenizer):
+    hf, probe_specials = _sentencepiece_as_hf(tok)
+    unk = tok._sp.unk_id()  # pylint: disable=protected-access
+    roles = {'eos_token': tok.eos_id, 'pad_token': tok.pad_id, 'bos_token': tok.bos_id,
+             'unk_token': unk if unk >= 0 else None}
+    specials = {k: hf.id_to_token(v) for k, v in roles.items() if v is not None}
   else:
     raise DataError(
-        f'tokenizer {tok.name}: no exact tokenizer.json conversion for '
-        f'{type(tok).__name__} (SentencePiece models are not converted here); give the model a '
-        "tokenizer.json ('hf:PATH') or load the .model file with transformers' own converter.")
-  hf.add_special_tokens([tokenizers.AddedToken(t, special=True, normalized=False)
-                         for t in dict.fromkeys(specials.values())])
-  got = {t: hf.token_to_id(t) for t in specials.values()}
-  want = {specials['eos_token']: tok.eos_id, specials['pad_token']: tok.pad_id}
-  if any(got[t] != i for t, i in want.items()):
+        f'tokenizer {tok.name}: no exact tokenizer.json conversion for {type(tok).__name__}; '
+        "give the model a tokenizer.json with 'hf:PATH' instead.")
+  if not isinstance(tok, HFTokenizer):
+    hf.add_special_tokens([tokenizers.AddedToken(t, special=True, normalized=False)
+                           for t in dict.fromkeys(specials.values())])
+  want = {role: getattr(tok, attr) for role, attr in
+          (('eos_token', 'eos_id'), ('pad_token', 'pad_id'), ('bos_token', 'bos_id'))
+          if role in specials}
+  got = {role: hf.token_to_id(specials[role]) for role in want}
+  if got != want:
     raise DataError(f'tokenizer {tok.name}: special-token ids {got} differ from {want}.')
-  return hf, specials, True
+  _check_same_encoding(tok, hf, split_special, [*specials.values(), *probe_specials])
+  return hf, specials, split_special
 
 
 def save_hf_tokenizer(tok: Tokenizer, out_dir: str, model_max_length: int | None = None
                       ) -> list[str]:
   """Writes HF_TOKENIZER_FILES into out_dir so that transformers'
   AutoTokenizer.from_pretrained(out_dir).encode(text, add_special_tokens=False) gives
-  tok.encode(text) (tests/test_hf_tokenizer_export.py); DataError where that is not possible."""
+  tok.encode(text), with tok's eos / pad / bos ids (tests/test_hf_tokenizer_export.py).
+
+  Converted: 'byte', 'gpt2', 'hf:', 'gguf:', and 'sentencepiece:' models of type unigram, bpe and
+  char (_sentencepiece_as_hf: normalizer, Unigram / BPE model, byte fallback, decoder rebuilt
+  from the model proto). Before anything is written, both tokenizers encode a built-in probe text
+  (_HF_PROBE_PARTS, ~2,900 characters, all parts joined and each alone, plus the tokenizer's
+  special-token strings); any difference is a DataError naming the first one. DataError as well,
+  with nothing written, for what is not converted: SentencePiece word models,
+  treat_whitespace_as_suffix, BPE with user-defined pieces (give such a model a tokenizer.json
+  with 'hf:PATH').
+
+  Known SentencePiece differences that the (NFC) probe does not contain: decomposed (NFD) text,
+  e.g. a letter followed by combining accents or conjoining Hangul jamo, can normalize
+  differently (tokenizers' Precompiled normalizer maps a whole grapheme cluster where
+  SentencePiece takes the longest match); and a unigram model decides segmentations of exactly
+  equal score by float32 rounding of its running score, tokenizers in float64 (with a 250-piece
+  vocabulary, SentencePiece split '2000' at the end of a table row as '2' '00' '0', the
+  tokenizer.json as '2' '0' '00').
+  """
   hf, specials, split_special = _as_hf_tokenizer(tok)
   os.makedirs(out_dir, exist_ok=True)
   paths = [os.path.join(out_dir, f) for f in HF_TOKENIZER_FILES]
