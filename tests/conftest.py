@@ -5,6 +5,16 @@ import sys
 os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                            ' --xla_force_host_platform_device_count=8').strip()
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+# transformers copies remote code (the hf_remote exports) into HF_MODULES_CACHE and puts that
+# directory on sys.path once per process: one temporary cache per test process (each xdist
+# worker imports this file itself), set before transformers is imported.
+import atexit  # noqa: E402  pylint: disable=g-import-not-at-top
+import shutil  # noqa: E402  pylint: disable=g-import-not-at-top
+import tempfile  # noqa: E402  pylint: disable=g-import-not-at-top
+_HF_HOME = tempfile.mkdtemp(prefix=f'ssa_tests_hf_{os.getpid()}_')
+atexit.register(shutil.rmtree, _HF_HOME, True)
+os.environ['HF_HOME'] = _HF_HOME
+os.environ['HF_MODULES_CACHE'] = os.path.join(_HF_HOME, 'modules')
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402

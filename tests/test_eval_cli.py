@@ -145,7 +145,7 @@ def test_results_are_on_disk_after_each_section_when_a_later_one_fails(run_dir, 
   cfg.eval.zero_shot_dir = str(tmp_path)
   monkeypatch.setattr(ssa.data, 'make_eval_iterator', lambda *a, **k: ([], None))
   monkeypatch.setattr(perplexity, 'token_perplexity',
-                      lambda lm, it: {'loss': 2.0, 'perplexity': 7.39, 'tokens': 10.0,
+                      lambda lm, it, **_: {'loss': 2.0, 'perplexity': 7.39, 'tokens': 10.0,
                                      'by_position': {}, 'buckets': ['1-32'],
                                      'sequence_bucket_nll': [[20.0]],
                                      'sequence_bucket_tokens': [[10.0]]})

@@ -112,7 +112,13 @@ def test_a_failing_unit_leaves_earlier_metrics_and_complete_false(tmp_path):
   for s in ('validation', 'train'):
     assert math.exp(saved['metrics'][f'{s}:loss']) == pytest.approx(
         saved['metrics'][f'{s}:perplexity'], rel=1e-9)
-  # per split: the loss line and the note that 256 tokens are below the standard's 100k; no 'wrote'
+  # the runner's progress line for the unit that ran (the failing one is announced, never done),
+  # per split the loss line and the note that 256 tokens are below the standard's 100k; no 'wrote'
+  progress = [line for line in logs if line.startswith('[')]
+  assert progress[0] == '[1/2] token_perplexity+word_perplexity ...'
+  assert progress[1].startswith('[1/2] token_perplexity+word_perplexity done in ')
+  assert progress[2:] == ['[2/2] boom ...']  # attention_stats is off in this config
+  logs = [line for line in logs if not line.startswith('[')]
   assert [line.split(':')[0] for line in logs] == ['validation', 'validation', 'train', 'train']
   assert all('below the 100000' in line for line in logs[1::2])
   assert not (tmp_path / 'attention_stats.json').exists()   # the unit after boom never ran

@@ -57,16 +57,14 @@ FAMILIES = ('gpt2', 'neox', 'llama')  # llama-tiny: 4 query heads, 2 key/value h
 
 
 @pytest.fixture(scope='module', autouse=True)
-def _hf_home(tmp_path_factory):
-  """transformers copies remote code into HF_MODULES_CACHE: a temporary one per test process
-  (the module constant is read at import, hence patched too), and no hub access."""
-  home = str(tmp_path_factory.mktemp('hf_home'))
+def _hf_offline():
+  """No hub access. (transformers copies remote code into HF_MODULES_CACHE, which
+  tests/conftest.py points to a temporary directory of this test process: one directory per
+  process, because transformers puts it on sys.path only once.)"""
+  assert dynamic_module_utils.HF_MODULES_CACHE == os.environ['HF_MODULES_CACHE']
   mp = pytest.MonkeyPatch()
-  mp.setenv('HF_HOME', home)
-  mp.setenv('HF_MODULES_CACHE', os.path.join(home, 'modules'))
   mp.setenv('HF_HUB_OFFLINE', '1')
-  mp.setattr(dynamic_module_utils, 'HF_MODULES_CACHE', os.path.join(home, 'modules'))
-  yield home
+  yield
   mp.undo()
 
 

@@ -125,20 +125,15 @@ def test_tokenizers_carry_the_bos_the_harness_starts_documents_with():
   assert harness.prefix_token(gpt2) == gpt2.bos_id == 50256
 
 
-def test_adapter_equals_the_harness_hf_backend_on_the_remote_code_export(run, tmp_path,
-                                                                          monkeypatch):
+def test_adapter_equals_the_harness_hf_backend_on_the_remote_code_export(run, tmp_path):
   """The same SSA weights scored twice by the real harness: through the project's adapter
   (model 'ssa', JAX) and through lm-eval's own HF backend on the export.py --format=hf_remote
   directory (transformers + the exported PyTorch modelling file): equal per-request
   log-likelihoods, accuracy and rolling word perplexity."""
   import lm_eval  # pylint: disable=g-import-not-at-top
   from lm_eval.tasks import TaskManager  # pylint: disable=g-import-not-at-top
-  from transformers import dynamic_module_utils  # pylint: disable=g-import-not-at-top
   from ssa.convert.export import export  # pylint: disable=g-import-not-at-top
-  modules = str(tmp_path / 'hf_modules')  # remote code is copied here, not to ~/.cache
-  monkeypatch.setenv('HF_HOME', str(tmp_path / 'hf_home'))
-  monkeypatch.setenv('HF_MODULES_CACHE', modules)
-  monkeypatch.setattr(dynamic_module_utils, 'HF_MODULES_CACHE', modules)
+  # remote code is copied into tests/conftest.py's per-process HF_MODULES_CACHE, not ~/.cache
   out = str(tmp_path / 'export')
   assert export(loading.load(None, workdir=run), out, fmt='hf_remote') == 'hf_remote'
   tasks = ['ssa_local_choice', 'ssa_local_rolling']
