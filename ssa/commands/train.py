@@ -86,14 +86,13 @@ def sample_text(config, out) -> str | None:
   synthetic dataset, summary_sample_tokens=0, or several processes (the state is sharded
   across them)."""
   import jax  # pylint: disable=g-import-not-at-top
-  from ssa.data import get_tokenizer  # pylint: disable=g-import-not-at-top
-  from ssa.data.pipeline import SYNTHETIC_DATASETS  # pylint: disable=g-import-not-at-top
+  from ssa.evaluation.common import is_synthetic, make_tokenizer  # pylint: disable=g-import-not-at-top
   from ssa.evaluation.generation import Generator  # pylint: disable=g-import-not-at-top
   n = int(config.train.summary_sample_tokens)
-  if n <= 0 or config.data.dataset in SYNTHETIC_DATASETS or jax.process_count() > 1:
+  if n <= 0 or is_synthetic(config) or jax.process_count() > 1:
     return None
-  tok = get_tokenizer(config.data.tokenizer, config.data.eos_token)
   model = out['model']
+  tok = make_tokenizer(config, model.cfg)
   n = min(n, model.cfg.max_len)
   variables = {'params': out['state'].params}
   if out['state'].constants:
@@ -126,8 +125,8 @@ def summary(config, workdir: str, out, wall_s: float) -> str:
     lines.append('  ' + ', '.join(losses))
   lines.append(f'  checkpoint: {ck}')
   lines.append(f'  evaluate:   python eval.py --workdir={w}')
-  from ssa.data.pipeline import SYNTHETIC_DATASETS  # pylint: disable=g-import-not-at-top
-  if config.data.dataset not in SYNTHETIC_DATASETS:
+  from ssa.evaluation.common import is_synthetic  # pylint: disable=g-import-not-at-top
+  if not is_synthetic(config):
     prompt = 'ROMEO:' if config.data.dataset == 'shakespeare' else 'YOUR PROMPT'
     lines.append(f"  sample:     python eval.py --workdir={w} --prompt='{prompt}'")
   text = sample_text(config, out)
