@@ -215,6 +215,11 @@ def claim(workdir: str, config) -> Lease:
   except BaseException:
     lease.release()
     raise
+  # Every process has read the workdir before any of them writes to it: without this barrier
+  # a slower process could see the checkpoints/ directory that process 0's Checkpointer has just
+  # created, open a checkpoint reader (which synchronises) and so pair its collectives with the
+  # wrong ones of process 0 (a hang at the first step, then a failed shutdown barrier).
+  _sync('ssa_workdir_claimed')
   return lease
 
 
