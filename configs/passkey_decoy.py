@@ -27,11 +27,15 @@ ARMS = ('base', 'vanilla', 'ssa')
 DECOYS = 3
 TRAIN_LEN = 256
 BATCH = 8
-STEPS = 50            # 50 x 8 = 400 training examples (~100k tokens)
+# Sized to ~40 min of the 2-core CPU box for the three arms (SmolLM2-135M trains at ~100-150
+# tokens/s and prefills at ~270 tokens/s there); the first sizing (50 steps, 4 lengths x 40
+# examples per cell) needed ~2 h.
+STEPS = 30            # 30 x 8 = 240 training examples (~61k tokens)
 TAU_LR = 1e-3         # configs/finetune_tuned.py's validation choice (docs/results.md)
-LENGTHS = (192, 256, 384, 512)
+LENGTHS = (192, 256, 512)  # <= TRAIN_LEN: within the fine-tuning length; 512: beyond it
+# (3 decoys need >= ~149 tokens with SmolLM2's tokenizer: run() checks the grid first)
 DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
-NUM_EXAMPLES = 40     # per (length, depth) cell: 200 per length
+NUM_EXAMPLES = 20     # per (length, depth) cell: 100 per length, 200 within, 100 beyond
 
 
 def get_config(arm: str = 'ssa'):

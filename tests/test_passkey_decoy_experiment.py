@@ -8,6 +8,7 @@ import pytest
 
 from configs import passkey_decoy as exp_config
 from ssa import measure
+from ssa.data import DataError
 from ssa.experiments import passkey_decoy as exp
 
 
@@ -39,6 +40,14 @@ def _tiny(arm, steps):
   c.train.progress_bar = False
   c.checkpoint.every = 2
   return c
+
+
+def test_the_default_grid_fits_the_task_and_a_short_length_is_refused_before_training(tmp_path):
+  exp.check_grid(exp_config.get_config('ssa'), exp.default_grid())  # the real tokenizer and decoys
+  grid = {'lengths': [64, 480], 'depths': [0.0], 'num_examples': 1}
+  with pytest.raises(DataError, match='seq_len=64 is too short'):
+    exp.run(str(tmp_path / 'w'), str(tmp_path / 'r'), ['vanilla'], grid, config_fn=_tiny)
+  assert not os.path.exists(tmp_path / 'w') and not os.path.exists(tmp_path / 'r')
 
 
 def test_end_to_end_resume_skip_and_summary(tmp_path):

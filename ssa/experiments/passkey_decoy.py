@@ -30,7 +30,8 @@ from absl import flags
 from configs import passkey_decoy as exp_config
 from ssa import cli
 from ssa import measure
-from ssa.data import get_tokenizer
+from ssa.data import DataError, get_tokenizer
+from ssa.data.synthetic import PasskeyTask
 from ssa.evaluation import generation, passkey
 from ssa.evaluation.scoring import LM
 from ssa.experiments import arms as arms_lib
@@ -174,9 +175,18 @@ def default_grid() -> dict:
           'num_examples': exp_config.NUM_EXAMPLES}
 
 
+def check_grid(config, grid: dict) -> None:
+  """DataError naming the first length of the grid too short for the task's template (with the
+  config's decoys and tokenizer), before any arm trains or decodes."""
+  tok = get_tokenizer(config.data.tokenizer, config.data.eos_token)
+  for T in grid['lengths']:
+    PasskeyTask(tok, int(T), 0.0, 0, int(config.data.passkey_decoys))
+
+
 def run(workdir: str, results: str, arms, grid: Optional[dict] = None,
         steps: Optional[int] = None, log=print, config_fn: Callable = arm_config) -> dict:
   grid = grid or default_grid()
+  check_grid(config_fn(arms[0], steps), grid)
   t0 = time.time()
   for arm in arms:
     run_arm(arm, workdir, results, grid, steps, log, config_fn)
@@ -209,7 +219,7 @@ def main(argv):
     else:
       run(FLAGS.workdir, FLAGS.results, FLAGS.arms,
           {**default_grid(), 'num_examples': FLAGS.num_examples}, FLAGS.steps)
-  except (FileNotFoundError, ValueError) as e:
+  except (FileNotFoundError, ValueError, DataError) as e:
     cli.exit_with_error(e)
 
 
