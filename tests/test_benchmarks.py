@@ -29,3 +29,32 @@ def test_main_prints_a_json_line_per_strategy_and_the_paired_ratio(capsys):
   assert rows[0]['temperature_params'] == 0 < rows[1]['temperature_params']
   assert ratio['ratio'] == 'ssa/vanilla' and ratio['pairs'] == 3
   assert ratio['ci95'][0] <= ratio['median'] <= ratio['ci95'][1]
+
+
+def test_profile_table_multiplies_counts_sums_components_and_takes_ratios():
+  from ssa.benchmarks import profile_step
+  comps = {c: 0.001 for c in profile_step.COMPONENTS}
+  comps['full step'] = 1.0
+  ours = {'components': comps}
+  torch = {'components': {**{c: 0.002 for c in profile_step.COMPONENTS if c != 'nan guard'},
+                          'full step': 2.0}}
+  n = profile_step.counts(12)
+  assert (n['layernorm'], n['attention'], n['mlp'], n['embed']) == (25, 12, 12, 1)
+  md = profile_step.table({'ours': ours, 'torch': torch}, 12)
+  rows = {l.split('|')[1].strip(): [c.strip() for c in l.split('|')[2:-1]] for l in md.splitlines()[2:]}
+  assert rows['layernorm'] == ['25', '1.0', '25', '2.0', '50', '0.50']
+  assert rows['nan guard'] == ['1', '1.0', '1', '-', '-', '-']
+  ours_sum = 1 + 25 + 12 + 12 + 1 + 1 + 1            # ms: every component but the full step
+  torch_sum = 2 * (1 + 25 + 12 + 12 + 1 + 1)
+  assert rows['sum of components'][2] == str(ours_sum) and rows['sum of components'][4] == str(torch_sum)
+  assert rows['sum of components'][5] == f'{ours_sum / torch_sum:.2f}'
+  assert rows['full step - sum'][2] == str(1000 - ours_sum)
+
+
+def test_profile_component_timings_run_for_our_step():
+  from ssa.benchmarks import profile_step
+  r = profile_step.profile_ours('gpt2-tiny', 'ssa', 32, 8, reps=1)
+  assert set(r['components']) == set(profile_step.COMPONENTS)
+  assert all(v > 0 for v in r['components'].values()) and r['strategy'] == 'ssa'
+  with pytest.raises(ValueError, match='gpt2 family'):
+    profile_step.profile_ours('llama-tiny', 'vanilla', 32, 8, reps=1)
