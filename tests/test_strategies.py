@@ -79,3 +79,37 @@ def test_token_table_hook_is_what_training_fills():
   np.testing.assert_allclose(table, strategies.log_frequency_table([3, 0, 1], 4))
   _, ssa = tl.configs()
   assert strategies.token_table(ssa) is None
+
+
+@pytest.mark.parametrize('B,T,H,G,D', [(1, 64, 3, 1, 8), (3, 5, 2, 2, 4)])
+def test_token_term_equals_its_formula_in_float64(B, T, H, G, D):
+  """tanh(sum over a head's G feature heads of u_f . gelu(x_f)), with u's gradient, against
+  numpy in float64 (B=1 included: the term is computed on [B*T, F, D] rows)."""
+  from scipy.special import erf
+
+  class Term(nn.Module):
+    n_heads: int = H
+    head_dim: int = D
+
+    @nn.compact
+    def __call__(self, feat):
+      return strategies.token_term(self, feat, phi='gelu', granularity='head')
+
+  rng = np.random.default_rng(1)
+  x = rng.standard_normal((B, T, H * G, D)).astype(np.float32)
+  mod = Term()
+  p = nn.meta.unbox(mod.init(jax.random.PRNGKey(0), jnp.asarray(x)))
+  u = rng.standard_normal(p['params']['u'].shape).astype(np.float32)
+  p = {'params': {'u': jnp.asarray(u)}}
+  g = rng.standard_normal((B, T, H))
+  got, grad = jax.value_and_grad(lambda p: jnp.vdot(mod.apply(p, jnp.asarray(x)), g))(p)
+  x64 = x.astype(np.float64)
+  h = 0.5 * x64 * (1 + erf(x64 / np.sqrt(2)))
+  u64 = np.broadcast_to(u.astype(np.float64), (H * G, D))
+  s = np.einsum('btfd,fd->btf', h, u64).reshape(B, T, H, G).sum(-1)
+  want = np.tanh(s)
+  np.testing.assert_allclose(float(got), float(np.vdot(want, g)), rtol=1e-5)
+  dz = (g * (1 - want ** 2))[..., None].repeat(G, -1).reshape(B, T, H * G)  # d/d f per feature head
+  du = np.einsum('btf,btfd->fd', dz, h)  # granularity 'head': one u row per feature head
+  assert u.shape == (H * G, D)
+  np.testing.assert_allclose(np.asarray(grad['params']['u']), du, rtol=1e-4, atol=1e-5)
