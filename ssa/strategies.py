@@ -187,8 +187,8 @@ def token_term(mdl, feat_BTFD, *, phi: str, granularity: str):
   # here lowers to a batched dot over F that transposes [B, T, F, D] forward and backward), on
   # [B*T, F, D]: with B=1 XLA-CPU's backward (u's gradient, a sum over B and T) was 3-4x slower
   # on the 4-d shape (9.3 vs 2.6 ms at [1, 1024, 12, 64], README "Measured results")
-  f_BTF = jnp.sum(h_BTFD.reshape(B * T, F, -1) * u_FD, axis=-1).reshape(B, T, F)
-  return jnp.tanh(f_BTF.reshape(B, T, H, F // H).sum(-1))
+  f_NF = jnp.sum(h_BTFD.reshape(B * T, F, -1) * u_FD, axis=-1)
+  return jnp.tanh(f_NF.reshape(B, T, H, F // H).sum(-1))
 
 
 # ----------------------------------------------------------------------------- temperature functions

@@ -68,6 +68,7 @@ def profile_ours(preset: str, strategy: str, seq_len: int, batch: int, reps: int
   from flax.core import meta
   from ssa import model as model_lib
   from ssa import optim
+  from ssa import train_lib
   from ssa.attention import Attention
   from ssa.benchmarks import train_step as bench
 
@@ -110,11 +111,11 @@ def profile_ours(preset: str, strategy: str, seq_len: int, batch: int, reps: int
 
   targets = jnp.asarray(rng.integers(0, cfg.vocab_size, (B, T)), jnp.int32)
   head = {'embed': {'embedding': params['embed']['embedding']}}
-  chunked = B * T * cfg.padded_vocab_size > bench.train_lib.LOSS_CHUNK_LOGITS
+  chunked = B * T * cfg.padded_vocab_size > train_lib.LOSS_CHUNK_LOGITS
 
   def head_loss(p, x):
     if chunked:
-      ce = bench.train_lib._chunked_token_losses(x, p, targets, cfg)  # pylint: disable=protected-access
+      ce = train_lib._chunked_token_losses(x, p, targets, cfg)  # pylint: disable=protected-access
     else:
       ce = optax.softmax_cross_entropy_with_integer_labels(
           model_lib.head_logits(p, x, cfg), targets)
@@ -138,7 +139,7 @@ def profile_ours(preset: str, strategy: str, seq_len: int, batch: int, reps: int
   out['optimizer'] = _median_s(run_opt, reps)
 
   def guard(new, old, finite):
-    ok = finite & bench.train_lib.all_finite(new)
+    ok = finite & train_lib.all_finite(new)
     return jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old), ok
   guard_step = jax.jit(guard)
   old = (state['p'], state['o'])
