@@ -23,9 +23,12 @@ from tests.fixtures import make_legacy_fixture as fixture
 from tests.test_convert_gguf import _real_gguf
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# A frozen copy of the README's first 20,000 characters (prose, markdown tables, code, numbers):
+# the tests do not change when the README does.
+PROSE = open(os.path.join(ROOT, 'tests', 'fixtures', 'tokenizer_text.md'), encoding='utf-8').read()
 # A few thousand characters: prose, code, digits, whitespace runs, accents, CJK, emoji, and the
 # special-token strings written as text.
-TEXT = (open(os.path.join(ROOT, 'README.md'), encoding='utf-8').read()[:5000] +
+TEXT = (PROSE[:5000] +
         '\n\n  \t x  café naïve 日本語 🙂 12345 3.14159 <|endoftext|> <|im_end|> </s> ¡¬®ÿ\u00a0\u00ad')
 
 
@@ -74,7 +77,7 @@ SPM_CONFIGS = {
 _LINES = ('café naïve façade Ångström Zürich Dvořák ñandú tiếng Việt 12345 3.14159 -0.5e-3',
           'Ελληνικά русский язык العربية 한국어 中文文本 日本語のテキスト',
           'def f(x):\n    return {"a": [1, 2]}  # <tag> a/b <= c\n')
-SPM_CORPUS = open(os.path.join(ROOT, 'README.md'), encoding='utf-8').read()[:20000] + (
+SPM_CORPUS = PROSE + (
     '\n'.join(_LINES) + '\n') * 5
 # Several thousand characters: TEXT, then whitespace runs, tabs, newlines, leading / trailing
 # spaces, other scripts, NFKC-mapped characters, emoji and user-defined / control piece strings.
@@ -148,6 +151,25 @@ def test_a_sentencepiece_model_without_an_exact_conversion_is_one_clear_error(
                      r"give the model a tokenizer.json with 'hf:PATH' instead.$"):
     save_hf_tokenizer(tok, str(tmp_path / 'out'))
   assert not os.path.exists(tmp_path / 'out')
+
+
+def test_a_unigram_tie_is_accepted_and_a_worse_segmentation_is_not(tmp_path):
+  # '000' is '0' '00' or '00' '0': the same pieces, the same total score, two best segmentations
+  # (SentencePiece picks one by float32 rounding, tokenizers by float64). '0' '0' '0' spells the
+  # same text with a lower score; '0' '00' '00' spells other text.
+  tok, sp = _spm(tmp_path / 'u', **SPM_CONFIGS['unigram_byte_fallback'])
+  hf, _, _ = tokenizers_lib._as_hf_tokenizer(tok)
+  zero, zeros = sp.piece_to_id('0'), sp.piece_to_id('00')
+  assert sp.unk_id() not in (zero, zeros) and 2 * sp.get_score(zero) < sp.get_score(zeros)
+  tie = tokenizers_lib._equal_score_segmentation
+  assert tie(tok, hf, [zero, zeros], [zeros, zero])
+  assert not tie(tok, hf, [zero, zeros], [zero, zero, zero])
+  assert not tie(tok, hf, [zero, zeros], [zero, zeros, zeros])
+  bpe, _ = _spm(tmp_path / 'b', model_type='bpe', vocab_size=250)
+  bpe_hf, _, _ = tokenizers_lib._as_hf_tokenizer(bpe)
+  a, b = bpe._sp.piece_to_id('0'), bpe._sp.piece_to_id('00')
+  assert bpe._sp.unk_id() not in (a, b)
+  assert not tie(bpe, bpe_hf, [a, b], [b, a])  # only unigram models break ties by score
 
 
 def test_a_conversion_that_encodes_the_probe_differently_is_refused(tmp_path, monkeypatch):

@@ -30,6 +30,7 @@ from __future__ import annotations
 import abc
 import hashlib
 import json
+import math
 import os
 from typing import Sequence
 
@@ -421,6 +422,24 @@ def _hf_probe_parts(specials: Sequence[str]) -> list[str]:
                                   if specials else [])
 
 
+def _equal_score_segmentation(tok: Tokenizer, hf, want: Sequence[int], got: Sequence[int]
+                              ) -> bool:
+  """True if `tok` is a SentencePiece unigram model and `got` splits the same pieces' text as
+  `want` with the same total score: a tie, which SentencePiece breaks by float32 rounding of its
+  running score and tokenizers' Unigram in float64 (either segmentation is the model's best)."""
+  import tokenizers  # pylint: disable=g-import-not-at-top
+  if not (isinstance(tok, SentencePieceTokenizer) and
+          isinstance(hf.model, tokenizers.models.Unigram)):
+    return False
+  sp = tok._sp  # pylint: disable=protected-access
+  if ''.join(map(sp.id_to_piece, want)) != ''.join(map(sp.id_to_piece, got)):
+    return False
+  # float32 scores summed in float64: a real tie agrees to ~1e-6 per piece; a worse segmentation
+  # differs by a piece score difference, far more.
+  return math.isclose(sum(map(sp.get_score, want)), sum(map(sp.get_score, got)),
+                      rel_tol=0.0, abs_tol=1e-4)
+
+
 def _check_same_encoding(tok: Tokenizer, hf, split_special: bool, specials: Sequence[str]):
   """DataError unless `hf` (a tokenizers.Tokenizer) encodes the probe text as `tok` does."""
   import tokenizers  # pylint: disable=g-import-not-at-top
@@ -430,7 +449,7 @@ def _check_same_encoding(tok: Tokenizer, hf, split_special: bool, specials: Sequ
   texts = ['\n'.join(parts)] + parts
   for text, enc in zip(texts, clone.encode_batch(texts, add_special_tokens=False)):
     want, got = tok.encode(text), enc.ids
-    if want == got:
+    if want == got or _equal_score_segmentation(tok, hf, want, got):
       continue
     i = next((k for k, (a, b) in enumerate(zip(want, got)) if a != b), min(len(want), len(got)))
     if enc.offsets:
@@ -635,12 +654,14 @@ def save_hf_tokenizer(tok: Tokenizer, out_dir: str, model_max_length: int | None
   char (_sentencepiece_as_hf: normalizer, Unigram / BPE model, byte fallback, decoder rebuilt
   from the model proto). Before anything is written, both tokenizers encode a built-in probe text
   (_HF_PROBE_PARTS, ~2,900 characters, all parts joined and each alone, plus the tokenizer's
-  special-token strings); any difference is a DataError naming the first one. DataError as well,
-  with nothing written, for what is not converted: SentencePiece word models,
+  special-token strings); any difference is a DataError naming the first one, except, for a
+  unigram model, a segmentation of exactly the same pieces' text and total score (a tie, below).
+  DataError as well, with nothing written, for what is not converted: SentencePiece word models,
   treat_whitespace_as_suffix, BPE with user-defined pieces (give such a model a tokenizer.json
   with 'hf:PATH').
 
-  Known SentencePiece differences that the (NFC) probe does not contain: decomposed (NFD) text,
+  Known SentencePiece differences, which the check lets through (the probe is NFC text; ties are
+  both best segmentations): decomposed (NFD) text,
   e.g. a letter followed by combining accents or conjoining Hangul jamo, can normalize
   differently (tokenizers' Precompiled normalizer maps a whole grapheme cluster where
   SentencePiece takes the longest match); and a unigram model decides segmentations of exactly
