@@ -104,6 +104,17 @@ def test_guard_checks_the_updated_params_not_only_the_loss():
   assert not bool(train_lib.all_finite(unguarded.params))  # what the old guard kept
 
 
+def test_all_finite_finds_every_non_finite_value_and_only_those():
+  big = jnp.full((1000,), 3e38, jnp.float32)  # finite, though their plain sum overflows
+  tree = {'a': big, 'b': jnp.ones((3, 5), jnp.bfloat16), 'i': jnp.arange(4)}
+  assert bool(train_lib.all_finite(tree))
+  assert bool(train_lib.all_finite({'i': jnp.arange(3)})) and bool(train_lib.all_finite({}))
+  for leaf in ('a', 'b'):
+    for bad in (jnp.nan, jnp.inf, -jnp.inf):
+      t = dict(tree, **{leaf: tree[leaf].reshape(-1).at[-1].set(bad).reshape(tree[leaf].shape)})
+      assert not bool(jax.jit(train_lib.all_finite)(t)), (leaf, bad)
+
+
 def test_non_finite_update_saves_a_finite_state_and_says_what_to_change(tmp_path, monkeypatch):
   monkeypatch.setattr(config_lib, '_check_optim', lambda *a: None)  # let eps=0 through
   c = _config(**{'train.num_steps': 6, 'optim.eps': 0.0, 'checkpoint.every': 0})
