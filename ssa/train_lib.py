@@ -136,14 +136,10 @@ def loss_terms(params, constants, batch, *, model: Transformer, loss_scale=1.0,
 
 
 def all_finite(tree) -> jax.Array:
-  """True iff every floating-point value of `tree` is finite.
-
-  As the sum of x * 0 over every value: 0 when all are finite, NaN when any is NaN or +-inf
-  (inf * 0 = NaN), exactly. A float sum is a reduction XLA-CPU vectorises; jnp.all(jnp.isfinite)
-  over 124M values took 3.6x as long (84 vs 23 ms, README "Measured results")."""
-  sums = [jnp.sum(x * 0, dtype=jnp.float32) for x in jax.tree.leaves(tree)
-          if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)]
-  return jnp.isfinite(sum(sums)) if sums else jnp.ones((), bool)
+  """True iff every floating-point value of `tree` is finite (one fused reduction)."""
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+            if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.ones((), bool)
 
 
 def _micro_split(x, m: int, sharding):
