@@ -16,6 +16,15 @@ atexit.register(shutil.rmtree, _HF_HOME, True)
 os.environ['HF_HOME'] = _HF_HOME
 os.environ['HF_MODULES_CACHE'] = os.path.join(_HF_HOME, 'modules')
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# One persistent XLA compilation cache for the test session, shared by the xdist workers and the
+# subprocesses the CLI tests start (they inherit the environment): many tests compile the same
+# small programs. SSA_TEST_JAX_CACHE=off turns it off; the default lives in the (git-ignored)
+# .jax_test_cache of the checkout, so a fresh checkout starts cold.
+_CACHE = os.environ.get('SSA_TEST_JAX_CACHE', os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), '.jax_test_cache'))
+if _CACHE != 'off':
+  os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', _CACHE)
+  os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.2')
 
 import jax  # noqa: E402
 
