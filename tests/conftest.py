@@ -1,4 +1,5 @@
-"""Test setup: 8 simulated CPU devices (set before jax is imported) and float32 matmuls."""
+"""Test setup: 8 simulated CPU devices (set before jax is imported), float32 matmuls, one XLA
+compilation cache per checkout."""
 import os
 import sys
 
@@ -15,13 +16,13 @@ _HF_HOME = tempfile.mkdtemp(prefix=f'ssa_tests_hf_{os.getpid()}_')
 atexit.register(shutil.rmtree, _HF_HOME, True)
 os.environ['HF_HOME'] = _HF_HOME
 os.environ['HF_MODULES_CACHE'] = os.path.join(_HF_HOME, 'modules')
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, _ROOT)
 # One persistent XLA compilation cache for the test session, shared by the xdist workers and the
 # subprocesses the CLI tests start (they inherit the environment): many tests compile the same
 # small programs. SSA_TEST_JAX_CACHE=off turns it off; the default lives in the (git-ignored)
 # .jax_test_cache of the checkout, so a fresh checkout starts cold.
-_CACHE = os.environ.get('SSA_TEST_JAX_CACHE', os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), '.jax_test_cache'))
+_CACHE = os.environ.get('SSA_TEST_JAX_CACHE', os.path.join(_ROOT, '.jax_test_cache'))
 if _CACHE != 'off':
   os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', _CACHE)
   os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.2')
