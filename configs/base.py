@@ -119,6 +119,7 @@ def train_config() -> ml_collections.ConfigDict:
   t.eval_every = 200             # steps between validation runs (0 = only at the end; -1 = never)
   t.eval_at_start = False        # fresh runs: also evaluate before the first step (logged as step 0)
   t.nan_guard = True             # stop (after saving the last good state) on a non-finite loss or gradient
+  t.nan_guard_state = False      # the guard also checks every updated param / optimizer-state value (slower; for optimizers that can turn finite gradients into NaN)
   t.inject_nan_at_step = -1      # fault injection for tests: step (1-based) whose loss becomes NaN; -1 = off
   t.log_temperatures = True      # log the mean learned temperature of each layer (tau_q, tau_k, tau_v)
   t.peak_flops_per_device = 0.0  # for MFU: peak FLOP/s of one device; 0 = table by device kind (CPU: measured matmul)

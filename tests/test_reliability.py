@@ -22,6 +22,7 @@ import pytest
 
 from ssa import checkpoint as ckpt_lib
 from ssa import config_lib
+from ssa import optim as optim_lib
 from ssa import train_lib
 from ssa import workdir as workdir_lib
 from ssa.data import DataError
@@ -83,9 +84,48 @@ def test_bad_float_and_range_fields_are_config_errors(field, value, match):
     config_lib.validate(c)
 
 
-def test_guard_checks_the_updated_params_not_only_the_loss():
+def _assert_trees_equal(a, b, rtol=0.0):
+  la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+  assert len(la) == len(lb)
+  for x, y in zip(la, lb):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=0)
+
+
+def test_default_guard_skips_a_non_finite_step_and_is_exact_otherwise():
+  """train.nan_guard (gradient scope, the update under a lax.cond): a finite step equals the
+  unguarded step; a step with a NaN loss/gradient changes nothing (params, Adam moments, step
+  count) and sets the sticky flag, after which even a finite batch is a no-op."""
+  c = _config(**{'train.num_steps': 3})
+  s = train_lib.setup(c)
+  state = s.init_fn(jax.random.PRNGKey(0))
+  batch = next(train_lib.make_train_data(c)[0])
+  tx, _ = optim_lib.make_optimizer(c, state.params)
+  trainable = jax.tree.map(lambda _: True, state.params)
+  step = lambda st, **kw: train_lib.train_step(st, batch, model=s.model, tx=tx, schedules={},  # noqa: E731
+                                               trainable=trainable, **kw)
+  guarded, m = step(state)
+  unguarded, _ = step(state, nan_guard=False)
+  assert bool(m['finite']) and bool(guarded.finite) and int(guarded.step) == 1
+  # Equal up to float32 rounding (XLA fuses the update differently inside the cond: <= 1.5e-7).
+  _assert_trees_equal((guarded.params, guarded.opt_state), (unguarded.params, unguarded.opt_state),
+                      rtol=1e-6)
+  moved = [not np.array_equal(np.asarray(a), np.asarray(b)) for a, b in
+           zip(jax.tree.leaves(guarded.opt_state), jax.tree.leaves(state.opt_state))]
+  assert sum(moved) > 2  # it did update (Adam moments and count; lr is 0 in warm-up step 1)
+
+  bad, m = step(guarded, inject_nan_at_step=2)
+  assert not bool(m['finite']) and not bool(m['finite_loss']) and not bool(bad.finite)
+  assert int(bad.step) == 1
+  _assert_trees_equal((bad.params, bad.opt_state), (guarded.params, guarded.opt_state))
+  after, m = step(bad)  # sticky: a finite batch after the flag changes nothing either
+  assert bool(m['finite']) and not bool(after.finite) and int(after.step) == 1
+  _assert_trees_equal((after.params, after.opt_state), (guarded.params, guarded.opt_state))
+
+
+def test_state_guard_checks_the_updated_params_not_only_the_gradients():
   """Adam with eps=0 (validation bypassed): the loss and gradient are finite, the update is
-  0/0 = NaN for parameters without gradient. The guard keeps the old state."""
+  0/0 = NaN for parameters without gradient. train.nan_guard_state keeps the old state; the
+  default gradient-scope guard lets it through (config_lib refuses eps <= 0 for that reason)."""
   c = _config(**{'train.num_steps': 3})
   s = train_lib.setup(c)
   state = s.init_fn(jax.random.PRNGKey(0))
@@ -94,14 +134,14 @@ def test_guard_checks_the_updated_params_not_only_the_loss():
   state = state.replace(opt_state=tx.init(state.params))
   trainable = jax.tree.map(lambda _: True, state.params)
   new, m = train_lib.train_step(state, batch, model=s.model, tx=tx, schedules={},
-                                trainable=trainable)
+                                trainable=trainable, nan_guard_state=True)
   assert bool(m['finite_loss']) and not bool(m['finite'])
   assert not bool(new.finite)
-  for a, b in zip(jax.tree.leaves(new.params), jax.tree.leaves(state.params)):
-    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-  unguarded, _ = train_lib.train_step(state, batch, model=s.model, tx=tx, schedules={},
-                                      trainable=trainable, nan_guard=False)
-  assert not bool(train_lib.all_finite(unguarded.params))  # what the old guard kept
+  _assert_trees_equal(new.params, state.params)
+  for kw in ({}, {'nan_guard': False}):
+    through, m = train_lib.train_step(state, batch, model=s.model, tx=tx, schedules={},
+                                      trainable=trainable, **kw)
+    assert bool(m['finite']) and not bool(train_lib.all_finite(through.params)), kw
 
 
 def test_all_finite_finds_every_non_finite_value_and_only_those():
@@ -117,7 +157,8 @@ def test_all_finite_finds_every_non_finite_value_and_only_those():
 
 def test_non_finite_update_saves_a_finite_state_and_says_what_to_change(tmp_path, monkeypatch):
   monkeypatch.setattr(config_lib, '_check_optim', lambda *a: None)  # let eps=0 through
-  c = _config(**{'train.num_steps': 6, 'optim.eps': 0.0, 'checkpoint.every': 0})
+  c = _config(**{'train.num_steps': 6, 'optim.eps': 0.0, 'checkpoint.every': 0,
+                 'train.nan_guard_state': True})
   with pytest.raises(train_lib.NonFiniteError, match=r'step 1\b.*optim\.eps.*raise optim\.eps'):
     train_lib.train_and_evaluate(c, str(tmp_path))
   assert _steps(str(tmp_path)) == [0]

@@ -2,7 +2,7 @@
 docs/results/perf/nan_guard_2026-12-06.txt; none adopted):
     MALLOC_ARENA_MAX=1 MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=17179869184 \\
       python docs/results/perf/scripts/guard_variants.py none where where2 cond_sum twopass tpw
-Modes: none, where (all(isfinite) + select), where2 (sum-of-x*0 check + select), check[_sum],
+Modes: none, gradwhere (finite gradient norm + select), gradcond (the same, update under a cond), where (all(isfinite) + select), where2 (sum-of-x*0 check + select), check[_sum],
 cond[_sum], twopass[_sum] (check, then update under a cond), tpw (check, barrier, update + select)."""
 import time, functools, sys
 import jax, jax.numpy as jnp, optax, numpy as np
@@ -47,6 +47,18 @@ def step(state, grads, mode):
     return (*n, ok)
   if mode == 'none':
     return (np_, nopt, fin)
+  if mode == 'gradcond':  # ok from the gradient norm only; the update runs under a cond
+    ok = fin & jnp.isfinite(optax.tree.norm(grads))
+    def apply(o):
+      p, op, g = o
+      u, nop = tx.update(g, op, p)
+      return optax.apply_updates(p, u), nop
+    n = jax.lax.cond(ok, apply, lambda o: (o[0], o[1]), (params, opt, grads))
+    return (*n, ok)
+  if mode == 'gradwhere':  # ok from the gradient norm only (before the update): select fuses in
+    ok = fin & jnp.isfinite(optax.tree.norm(grads))
+    n = jax.tree.map(lambda a, b: jnp.where(ok, a, b), (np_, nopt), (params, opt))
+    return (*n, ok)
   if mode.endswith('_sum'):
     ok = fin & all_finite_sum((np_, nopt)); mode = mode[:-4]
   else:
