@@ -74,3 +74,21 @@ def test_end_to_end_resume_skip_and_summary(tmp_path):
   assert sum('(skipped)' in m for m in logs) == 3 and not any('training' in m for m in logs)
   exp.run_arm('base', work, res, {**grid, 'num_examples': 2}, log=logs.append, config_fn=_tiny)
   assert any('other settings' in m for m in logs)
+
+
+def test_a_harder_test_grid_uses_its_own_decoys_and_is_checked_first(tmp_path):
+  """--eval_decoys: the test prompts carry that many decoys (the arm's file says so, and its
+  settings differ from the training task's, so it is not mistaken for the default test)."""
+  c = exp_config.get_config('ssa')
+  tight = {'lengths': [150], 'depths': [0.0], 'num_examples': 1}
+  exp.check_grid(c, tight)  # 3 decoys fit in 150 SmolLM2 tokens ...
+  with pytest.raises(DataError, match='seq_len=150 is too short'):
+    exp.check_grid(c, {**tight, 'eval_decoys': 8})  # ... 8 do not
+  with pytest.raises(ValueError, match='eval_decoys=-1'):
+    exp.check_grid(c, {**tight, 'eval_decoys': -1})
+  grid = {'lengths': [480], 'depths': [0.5], 'num_examples': 2, 'eval_decoys': 1}
+  r = exp.run_arm('base', str(tmp_path / 'w'), str(tmp_path / 'r'), grid, log=lambda m: None,
+                  config_fn=_tiny)
+  assert r['decoys'] == 1 and r['settings']['eval_decoys'] == 1
+  assert r['settings']['decoys'] == exp_config.DECOYS  # the training task's, unchanged
+  assert np.shape(r['correct']) == (1, 1, 2)

@@ -11,6 +11,13 @@ LENGTHS x DEPTHS; <results>/<arm>.json holds the accuracy grid, the rate of answ
 decoy's number, and the 0/1 outcome of every example. A rerun skips arms whose file was made with
 the same settings.
 
+A harder test of the same fine-tuned arms (their checkpoints in <workdir> are reused, nothing
+retrains): --eval_decoys (more decoys in the test prompts than in training) and --lengths (e.g.
+far beyond the training length), written to another --results directory:
+
+    python -m ssa.experiments.passkey_decoy --workdir=runs/passkey_decoy \
+        --results=docs/results/passkey_decoy_hard --eval_decoys=5 --lengths=256,1024
+
 The summary (<results>/summary.json, summary.md) reports accuracy within the training length
 (lengths <= TRAIN_LEN) and beyond it separately, per depth, and each pair of arms' paired
 difference in accuracy (same examples) with a bootstrap 95% interval and minimum detectable effect
@@ -66,7 +73,8 @@ def _model(arm: str, config, workdir: str, log):
 def run_arm(arm: str, workdir: str, results: str, grid: dict, steps: Optional[int] = None,
             log=print, config_fn: Callable = arm_config) -> dict:
   """Trains (if needed) and evaluates one arm; writes and returns <results>/<arm>.json.
-  grid: {'lengths', 'depths', 'num_examples'}."""
+  grid: {'lengths', 'depths', 'num_examples'} and optionally 'eval_decoys' (decoys in the test
+  prompts; default the config's data.passkey_decoys, the training task's)."""
   config = config_fn(arm, steps)
   want = settings(config, grid)
   path = os.path.join(results, f'{arm}.json')
@@ -86,7 +94,7 @@ def run_arm(arm: str, workdir: str, results: str, grid: dict, steps: Optional[in
       f'{grid["num_examples"]} examples')
   r = passkey.evaluate_passkey(gen, tok, grid['lengths'], grid['depths'], grid['num_examples'],
                                seed=0, batch_size=config.eval.batch_size,
-                               decoys=config.data.passkey_decoys)
+                               decoys=eval_decoys(config, grid))
   out = {'arm': arm, 'settings': want, 'train_seconds': train_s,
          'eval_seconds': time.time() - t0, **r}
   write_json(results, f'{arm}.json', out)
@@ -175,12 +183,20 @@ def default_grid() -> dict:
           'num_examples': exp_config.NUM_EXAMPLES}
 
 
+def eval_decoys(config, grid: dict) -> int:
+  """Decoys in the test prompts: the grid's 'eval_decoys', else the training task's."""
+  return int(grid.get('eval_decoys', config.data.passkey_decoys))
+
+
 def check_grid(config, grid: dict) -> None:
   """DataError naming the first length of the grid too short for the task's template (with the
-  config's decoys and tokenizer), before any arm trains or decodes."""
+  test prompts' decoys and the config's tokenizer), before any arm trains or decodes."""
   tok = get_tokenizer(config.data.tokenizer, config.data.eos_token)
+  n = eval_decoys(config, grid)
+  if n < 0:
+    raise ValueError(f'--eval_decoys={n}; expected >= 0.')
   for T in grid['lengths']:
-    PasskeyTask(tok, int(T), 0.0, 0, int(config.data.passkey_decoys))
+    PasskeyTask(tok, int(T), 0.0, 0, n)
 
 
 def run(workdir: str, results: str, arms, grid: Optional[dict] = None,
@@ -201,6 +217,9 @@ def define_flags() -> None:
   flags.DEFINE_list('arms', list(exp_config.ARMS), 'arms (configs/passkey_decoy.py ARMS)')
   flags.DEFINE_integer('num_examples', exp_config.NUM_EXAMPLES, 'test examples per grid cell')
   flags.DEFINE_integer('steps', None, 'override train.num_steps of every trained arm (smoke runs)')
+  flags.DEFINE_integer('eval_decoys', None, 'decoys in the test prompts (default: the training '
+                       "task's, configs/passkey_decoy.py DECOYS)")
+  flags.DEFINE_list('lengths', None, 'test lengths (default configs/passkey_decoy.py LENGTHS)')
   flags.DEFINE_bool('summarize_only', False, 'only recompute the summary from the result files')
 
 
@@ -213,12 +232,19 @@ def main(argv):
                                    f'{list(exp_config.ARMS)}.'))
   if FLAGS.num_examples < 1:
     cli.exit_with_error(ValueError(f'--num_examples={FLAGS.num_examples}; expected >= 1.'))
+  grid = {**default_grid(), 'num_examples': FLAGS.num_examples}
+  if FLAGS.lengths:
+    try:
+      grid['lengths'] = [int(t) for t in FLAGS.lengths]
+    except ValueError:
+      cli.exit_with_error(ValueError(f'--lengths={",".join(FLAGS.lengths)}; expected integers.'))
+  if FLAGS.eval_decoys is not None:
+    grid['eval_decoys'] = FLAGS.eval_decoys
   try:
     if FLAGS.summarize_only:
       write_summary(FLAGS.results)
     else:
-      run(FLAGS.workdir, FLAGS.results, FLAGS.arms,
-          {**default_grid(), 'num_examples': FLAGS.num_examples}, FLAGS.steps)
+      run(FLAGS.workdir, FLAGS.results, FLAGS.arms, grid, FLAGS.steps)
   except (FileNotFoundError, ValueError, DataError) as e:
     cli.exit_with_error(e)
 
