@@ -10,7 +10,8 @@ summary in a temporary copy of the directory and compares it with the committed 
 markdown exactly, the JSON numbers to a relative 1e-9 (bootstrap intervals use fixed seeds, so
 they recompute exactly too). Figures are not redrawn in check mode.
 
-Experiments (RESULTS): frozen_llm, ft_tuned (finetune_tuned), pretrain_arms, passkey_decoy;
+Experiments (RESULTS): frozen_llm, ft_tuned (finetune_tuned), pretrain_arms, passkey_decoy,
+passkey_decoy_hard;
 a directory that does not exist yet (an experiment not run) is reported and skipped.
 """
 
@@ -59,6 +60,7 @@ RESULTS: dict[str, Callable[..., dict]] = {
     'ft_tuned': _ft_tuned,
     'pretrain_arms': _pretrain_arms,
     'passkey_decoy': _passkey_decoy,
+    'passkey_decoy_hard': _passkey_decoy,  # the same arms on a harder test grid (--eval_decoys)
 }
 
 
