@@ -21,6 +21,11 @@ def all_finite_sum(tree):
   tot = sum(jnp.sum(x * 0.0, dtype=jnp.float32) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact))
   return jnp.isfinite(tot)
 
+def apply(o):  # the AdamW update of (params, opt_state, grads), for the cond variants
+  p, op, g = o
+  u, nop = tx.update(g, op, p)
+  return optax.apply_updates(p, u), nop
+
 def step(state, grads, mode):
   params, opt, fin = state
   upd, nopt = tx.update(grads, opt, params)
@@ -28,10 +33,6 @@ def step(state, grads, mode):
   if mode.startswith('twopass'):
     check = all_finite_sum if mode.endswith('_sum') else all_finite
     ok = fin & check((np_, nopt))
-    def apply(o):
-      p, op, g = o
-      u, nop = tx.update(g, op, p)
-      return optax.apply_updates(p, u), nop
     n = jax.lax.cond(ok, apply, lambda o: (o[0], o[1]), (params, opt, grads))
     return (*n, ok)
   if mode == 'tpw':
@@ -49,13 +50,9 @@ def step(state, grads, mode):
     return (np_, nopt, fin)
   if mode == 'gradcond':  # ok from the gradient norm only; the update runs under a cond
     ok = fin & jnp.isfinite(optax.tree.norm(grads))
-    def apply(o):
-      p, op, g = o
-      u, nop = tx.update(g, op, p)
-      return optax.apply_updates(p, u), nop
     n = jax.lax.cond(ok, apply, lambda o: (o[0], o[1]), (params, opt, grads))
     return (*n, ok)
-  if mode == 'gradwhere':  # ok from the gradient norm only (before the update): select fuses in
+  if mode == 'gradwhere':  # ok from the gradient norm only (before the update), then a select
     ok = fin & jnp.isfinite(optax.tree.norm(grads))
     n = jax.tree.map(lambda a, b: jnp.where(ok, a, b), (np_, nopt), (params, opt))
     return (*n, ok)
