@@ -59,7 +59,7 @@ RESUME_FREE = frozenset({
     'data.num_threads', 'data.eval_batches', 'data.data_dir', 'data.tfds_data_dir',
     'data.tfds_download', 'data.pretokenize', 'data.passkey_num_examples',
     'train.micro_batches', 'train.log_every', 'train.eval_every', 'train.eval_at_start',
-    'train.nan_guard', 'train.inject_nan_at_step', 'train.log_temperatures',
+    'train.nan_guard', 'train.nan_guard_state', 'train.inject_nan_at_step', 'train.log_temperatures',
     'train.peak_flops_per_device', 'train.progress_bar', 'train.tensorboard',
     'train.frequency_batches', 'train.summary_sample_tokens',
 })

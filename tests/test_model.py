@@ -56,8 +56,11 @@ def test_pts_theta2_at_2048_differs_from_vanilla_as_formula_predicts():
   got = model.apply(variables, toks)
   want = _vanilla_logits('llama', variables['params'], toks)
   diff_T = np.asarray(jnp.abs(got - want).max(-1))[0]
-  assert diff_T[0] == 0.0
-  assert 0 < diff_T.max() < 1e-2 * float(jnp.abs(want).max())
+  scale = float(jnp.abs(want).max())
+  # Position 1: float32 rounding only (0 with XLA's default LLVM level, one ulp at the tests' level
+  # 0); tau(2) - 1 = 4e-4 already moves the logits by ~1e-4 of their scale.
+  assert diff_T[0] <= 1e-6 * scale
+  assert 1e-6 * scale < diff_T.max() < 1e-2 * scale
   assert diff_T[-256:].mean() > diff_T[1:257].mean()
   s = math.exp(-math.exp(2.0))
   assert 1 + s * math.log(Tq) == pytest.approx(1.0047, abs=1e-4)
