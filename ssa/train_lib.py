@@ -147,6 +147,19 @@ def all_finite(tree) -> jax.Array:
   return jnp.all(jnp.stack(leaves)) if leaves else jnp.ones((), bool)
 
 
+def apply_update(tx: optax.GradientTransformation, params, opt_state, grads):
+  """(new params, new optimizer state) of one optax step."""
+  updates, opt_state = tx.update(grads, opt_state, params)
+  return optax.apply_updates(params, updates), opt_state
+
+
+def update_if(good, tx: optax.GradientTransformation, params, opt_state, grads):
+  """apply_update under lax.cond(good): the NaN guard's skipped step returns params and
+  opt_state unchanged, and a good step costs no pass beyond the update itself."""
+  return jax.lax.cond(good, lambda o: apply_update(tx, *o), lambda o: o[:2],
+                      (params, opt_state, grads))
+
+
 def _micro_split(x, m: int, sharding):
   """[B, ...] -> [M, B/M, ...] with micro-batch i = rows i, i+M, i+2M, ... (device-local)."""
   y = x.reshape((x.shape[0] // m, m) + x.shape[1:]).swapaxes(0, 1)
@@ -184,26 +197,22 @@ def train_step(state: TrainState, batch, *, model: Transformer, tx: optax.Gradie
   grad_norm = optax.tree.norm(grads)
   finite_loss = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
 
-  def update(operand):
-    params, opt_state, grads = operand
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state
-
-  operand = (state.params, state.opt_state, grads)
-  if nan_guard and not nan_guard_state:  # skip the update itself: no extra pass over the state
+  if not nan_guard:
+    ok = finite_loss
+    params, opt_state = apply_update(tx, state.params, state.opt_state, grads)
+    new = state.replace(step=step, params=params, opt_state=opt_state)
+  elif not nan_guard_state:  # skip the update itself: no extra pass over the state
     ok = finite_loss
     good = state.finite & ok
-    params, opt_state = jax.lax.cond(good, update, lambda o: o[:2], operand)
+    params, opt_state = update_if(good, tx, state.params, state.opt_state, grads)
     new = state.replace(step=jnp.where(good, step, state.step), params=params,
                         opt_state=opt_state, finite=good)
-  else:
-    params, opt_state = update(operand)
+  else:  # also check the updated state, keep the old one by a select
+    params, opt_state = apply_update(tx, state.params, state.opt_state, grads)
+    ok = finite_loss & all_finite((params, opt_state))
+    good = state.finite & ok
     new = state.replace(step=step, params=params, opt_state=opt_state)
-    ok = finite_loss & all_finite((params, opt_state)) if nan_guard else finite_loss
-    if nan_guard:
-      good = state.finite & ok
-      new = jax.tree.map(lambda n, o: jnp.where(good, n, o), new, state)
-      new = new.replace(finite=good)
+    new = jax.tree.map(lambda n, o: jnp.where(good, n, o), new, state).replace(finite=good)
   metrics = {'loss': loss, 'grad_norm': grad_norm, 'tokens': wsum, 'finite': ok,
              'finite_loss': finite_loss}  # param_norm: computed on the host's log steps only
   metrics.update({name: fn(state.step) for name, fn in schedules.items()})  # lr (, tau_lr)

@@ -29,6 +29,7 @@ JSON line per (framework, component), then the table.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import os
@@ -127,10 +128,7 @@ def profile_ours(preset: str, strategy: str, seq_len: int, batch: int, reps: int
   tx, _ = optim.make_optimizer(c, r['state'].params)
   grads = jax.tree.map(lambda p: jnp.full_like(p, 1e-3), r['state'].params)
 
-  def opt_update(params, opt_state, grads):
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state
-  opt_step = jax.jit(opt_update, donate_argnums=(0, 1))
+  opt_step = jax.jit(functools.partial(train_lib.apply_update, tx), donate_argnums=(0, 1))
   copy = lambda t: jax.tree.map(jnp.copy, t)  # noqa: E731  (the optimizer step donates them)
   state = {'p': copy(r['state'].params), 'o': copy(r['state'].opt_state)}
 
@@ -141,7 +139,7 @@ def profile_ours(preset: str, strategy: str, seq_len: int, batch: int, reps: int
 
   def guarded_update(params, opt_state, grads, finite):
     ok = finite & jnp.isfinite(optax.tree.norm(grads))  # as train_lib.train_step (the loss aside)
-    return jax.lax.cond(ok, lambda o: opt_update(*o), lambda o: o[:2], (params, opt_state, grads))
+    return train_lib.update_if(ok, tx, params, opt_state, grads)
   guarded_step = jax.jit(guarded_update, donate_argnums=(0, 1))
 
   def run_guarded():

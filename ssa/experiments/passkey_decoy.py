@@ -16,7 +16,7 @@ retrains): --eval_decoys (more decoys in the test prompts than in training) and 
 far beyond the training length), written to another --results directory:
 
     python -m ssa.experiments.passkey_decoy --workdir=runs/passkey_decoy \
-        --results=docs/results/passkey_decoy_hard --eval_decoys=5 --lengths=256,1024
+        --results=docs/results/passkey_decoy_hard --eval_decoys=6 --lengths=256,1024
 
 The summary (<results>/summary.json, summary.md) reports accuracy within the training length
 (lengths <= TRAIN_LEN) and beyond it separately, per depth, and each pair of arms' paired
