@@ -61,6 +61,7 @@ def data_config() -> ml_collections.ConfigDict:
   d.eval_batches = _opt(int)     # eval batches per process (pads/truncates so hosts stay in step); None = one full pass
   d.passkey_depth = 0.5          # dataset='passkey': relative depth of the key in the filler (0 = start, 1 = end); None = random
   d.passkey_decoys = 0           # dataset='passkey': decoy numbers with other labels ("The door code is 41927...") and random filler; 0 = the classic task (ssa/data/synthetic.py)
+  d.passkey_template = 'standard'  # dataset='passkey': 'standard' | 'compact' (no prefix, key and decoy sentences once: for byte-level models at short T; ssa/data/synthetic.py)
   d.passkey_num_examples = 1000  # dataset='passkey': examples per split (eval); training draws fresh ones forever
   d.graph_num_nodes = 64         # dataset='graph': nodes = token ids 0..n-1 of the random graph
   d.graph_min_degree = 1         # dataset='graph': smallest out-degree

@@ -187,6 +187,7 @@ COMPAT_IGNORED = ('preset', 'remat', 'dtype', 'backend', 'init_from')
 # value), so checkpoints and workdirs from before the field keep loading and resuming.
 ADDED_FIELDS = {
     'data.passkey_decoys': 0,  # passkey among decoys (ssa/data/synthetic.py); 0 = none
+    'data.passkey_template': 'standard',  # passkey text layout (ssa/data/synthetic.py)
 }
 
 

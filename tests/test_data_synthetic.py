@@ -1,4 +1,6 @@
 """Synthetic tasks: answers recoverable by the documented rules, determinism, bad parameters."""
+import re
+
 import numpy as np
 import pytest
 
@@ -142,3 +144,42 @@ def test_passkey_with_decoys_only_the_label_tells_the_key(spec):
     synthetic.PasskeyTask(tok, 600, decoys=len(synthetic.DECOY_LABELS) + 1)
   with pytest.raises(DataError, match='too short'):
     synthetic.PasskeyTask(get_tokenizer('byte'), 200, decoys=4)
+
+
+@pytest.mark.parametrize('spec', ['byte', 'gpt2'])
+def test_compact_passkey_template_is_the_same_task_in_less_text(spec):
+  """data.passkey_template='compact': no prefix, each key / decoy sentence once; the answer, the
+  recovery rule and the decoys' role as in the standard template, in about a third of the text."""
+  tok = get_tokenizer(spec)
+  task = synthetic.PasskeyTask(tok, seq_len=256, depth=None, seed=1, decoys=3, template='compact')
+  for i in range(6):
+    ex = task.example(i, 'test')
+    key = int(ex['passkey'])
+    text = tok.decode(ex['inputs'])
+    assert ex['inputs'].shape == (256,) and synthetic.passkey_recover(ex['inputs'], tok) == key
+    assert 'important info' not in text and 'Remember it' not in text
+    assert text.count(str(key)) == 1 and f'The pass key is {key}.' in text
+    for n, start in zip(ex['decoy_numbers'], ex['decoy_starts']):
+      assert text.count(str(int(n))) == 1
+      assert re.match(r' The [a-z ]+ is \d{5}\.', tok.decode(ex['inputs'][start:start + 40]))
+    assert tok.decode(ex['inputs'][ex['key_start']:]).startswith(f' The pass key is {key}.')
+    assert tok.decode(ex['targets'][ex['weights'] > 0]) == f' {key}'
+    assert tok.decode(ex['inputs'][:ex['answer_start'] + 1]).endswith('The pass key is')
+  byte = get_tokenizer('byte')
+  synthetic.PasskeyTask(byte, 160, decoys=3, template='compact')          # fits ...
+  with pytest.raises(DataError, match="too short .*'standard' template"):
+    synthetic.PasskeyTask(byte, 256, decoys=3)                            # ... the standard needs ~470
+  with pytest.raises(DataError, match="template='nope'; expected one of \\['compact', 'standard'\\]"):
+    synthetic.PasskeyTask(byte, 256, template='nope')
+
+
+def test_compact_template_through_the_config():
+  c = base.get_config()
+  c.data.dataset, c.data.tokenizer, c.data.seq_len, c.data.batch_size = 'passkey', 'byte', 200, 4
+  c.data.passkey_decoys, c.data.passkey_template = 2, 'compact'
+  c.data.passkey_num_examples = 4
+  it, _ = make_eval_iterator(c, 0, 1, split='validation', num_batches=1)
+  b = next(iter(it))
+  tok = get_tokenizer('byte')
+  for row, key in zip(b['inputs'], b['passkey']):
+    assert 'Remember it' not in tok.decode(row) and synthetic.passkey_recover(row, tok) == key

@@ -282,6 +282,16 @@ def test_passkey_with_decoys_scores_the_key_and_counts_decoy_answers():
   assert 'decoy_rate' not in passkey.evaluate_passkey(oracle, TOK, [PK_LEN], [0.5], 2)
 
 
+def test_passkey_compact_template_is_scored_and_recorded():
+  def oracle(prompts, n):
+    return [TOK.encode(f' {passkey_recover(np.asarray(p), TOK)}')[:n] for p in prompts]
+  r = passkey.evaluate_passkey(oracle, TOK, [160], [0.0, 1.0], 4, decoys=3, template='compact')
+  assert r['mean_accuracy'] == 1.0 and r['mean_decoy_rate'] == 0.0 and r['template'] == 'compact'
+  prompt = passkey.passkey_prompts(TOK, 160, 0.5, 1, decoys=3, template='compact')[0][0]
+  assert len(prompt) == 160 - 5 and 'Remember it' not in TOK.decode(prompt)  # T + 1 - 6 answer bytes
+  assert 'template' not in passkey.evaluate_passkey(oracle, TOK, [PK_LEN], [0.5], 1)
+
+
 # ----------------------------------------------------------------------------- generation
 
 def test_kv_cache_sampling_at_temperature_zero_equals_full_forward_argmax():

@@ -28,6 +28,10 @@ Passkey retrieval  (`passkey_example`, `passkey_dataset`)
   filler becomes random: each sentence drawn uniformly from FILLER_SENTENCES + RANDOM_FILLER.
   Only the label tells the pass key from a decoy. Extra fields 'decoy_starts' [m] (input indices) and
   'decoy_numbers' [m].
+  Templates (data.passkey_template; PASSKEY_TEMPLATES): 'standard' is the layout above; 'compact'
+  is the same task in about a third of the text, for byte-level models at short T: no PREFIX,
+  KEY_SENTENCE = " The pass key is {key}.", DECOY_SENTENCE = " The {label} is {num}.", the same
+  QUESTION and ANSWER (with 3 decoys it needs ~150 bytes, the standard one ~480).
 
 Graph next-token  (`Graph`, `graph_dataset`)
   A directed random graph on V = num_nodes nodes (node = token id): node i has out-degree
@@ -51,6 +55,7 @@ Denoising  (`denoising_example`, `denoising_dataset`)
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sys
 
@@ -68,13 +73,33 @@ FILLER_SENTENCES = (' The grass is green.', ' The sky is blue.', ' The sun is ye
 PASSKEY_SENTENCE = ' The pass key is {key}. Remember it. {key} is the pass key.'
 PASSKEY_QUESTION = ' What is the pass key? The pass key is'
 PASSKEY_ANSWER = ' {key}'
-PASSKEY_RE = re.compile(r'The pass key is (\d{5})\. Remember it\.')
+PASSKEY_RE = re.compile(r'The pass key is (\d{5})\.')
 DECOY_SENTENCE = ' The {label} is {num}. Remember it. {num} is the {label}.'
 DECOY_LABELS = ('door code', 'locker number', 'bank pin', 'room number', 'ticket number',
                 'safe combination', 'badge id', 'order number')
 RANDOM_FILLER = (' The river is wide.', ' A bird sang at dawn.', ' The road turns left.',
                  ' Bread is baked daily.', ' The wind is cold.', ' A door opened slowly.',
                  ' The hills are far away.', ' Rain fell all night.')
+
+
+@dataclasses.dataclass(frozen=True)
+class PasskeyTemplate:
+  """The text pieces of one passkey layout (data.passkey_template)."""
+  prefix: str
+  key_sentence: str     # {key}
+  decoy_sentence: str   # {label}, {num}
+  question: str
+  answer: str = PASSKEY_ANSWER
+
+
+PASSKEY_TEMPLATES = {
+    'standard': PasskeyTemplate(PASSKEY_PREFIX, PASSKEY_SENTENCE, DECOY_SENTENCE,
+                                PASSKEY_QUESTION),
+    # The same task in ~1/3 of the text, for byte-level models at short T: no prefix, the key and
+    # decoy sentences once each.
+    'compact': PasskeyTemplate('', ' The pass key is {key}.', ' The {label} is {num}.',
+                               PASSKEY_QUESTION),
+}
 
 
 def _rng(seed: int, split: str, index: int) -> np.random.Generator:
@@ -96,36 +121,41 @@ class PasskeyTask:
   """Passkey examples for one tokenizer and sequence length (see module docstring)."""
 
   def __init__(self, tokenizer, seq_len: int, depth: float | None = 0.5, seed: int = 0,
-               decoys: int = 0):
+               decoys: int = 0, template: str = 'standard'):
     if depth is not None and not 0.0 <= depth <= 1.0:
       raise DataError(f'passkey depth={depth}; expected a number in [0, 1] or None (random).')
     if isinstance(decoys, bool) or not isinstance(decoys, (int, np.integer)) or not (
         0 <= decoys <= len(DECOY_LABELS)):
       raise DataError(f'passkey decoys={decoys!r}; expected an integer in 0..{len(DECOY_LABELS)} '
                       '(one per label of DECOY_LABELS).')
+    if template not in PASSKEY_TEMPLATES:
+      raise DataError(f'passkey template={template!r}; expected one of '
+                      f'{sorted(PASSKEY_TEMPLATES)}.')
     self.tokenizer, self.seq_len, self.depth, self.seed = tokenizer, seq_len, depth, seed
-    self.decoys = int(decoys)
+    self.decoys, self.template = int(decoys), template
+    tp = self._tp = PASSKEY_TEMPLATES[template]
     enc = lambda s: np.asarray(tokenizer.encode(s), np.int32)
-    self._prefix, self._question = enc(PASSKEY_PREFIX), enc(PASSKEY_QUESTION)
+    self._prefix, self._question = enc(tp.prefix), enc(tp.question)
     pool = FILLER_SENTENCES + (RANDOM_FILLER if self.decoys else ())
     self._sentences = [enc(s) for s in pool]
     samples = (10000, 99999, 12345, 67890, 31415)
-    longest = max(len(enc(PASSKEY_SENTENCE.format(key=k)) + len(enc(PASSKEY_ANSWER.format(key=k))))
+    longest = max(len(enc(tp.key_sentence.format(key=k)) + len(enc(tp.answer.format(key=k))))
                   for k in samples)
-    longest += sum(sorted((len(enc(DECOY_SENTENCE.format(label=l, num=n)))
+    longest += sum(sorted((len(enc(tp.decoy_sentence.format(label=l, num=n)))
                            for l in DECOY_LABELS for n in samples), reverse=True)[:self.decoys])
     need = len(self._prefix) + len(self._question) + longest + 4
     if seq_len + 1 < need:
       raise DataError(f'passkey: seq_len={seq_len} is too short for the passkey template '
                       f'({self.decoys} decoys) with tokenizer {tokenizer.name!r}; it needs at '
-                      f'least ~{need} tokens.')
+                      f'least ~{need} tokens ({template!r} template).')
 
   def example(self, index: int, split: str = 'train') -> dict[str, np.ndarray]:
     rng = _rng(self.seed, split, index)
     key = int(rng.integers(10000, 100000))
     depth = float(rng.random()) if self.depth is None else self.depth
     enc = lambda s: np.asarray(self.tokenizer.encode(s), np.int32)
-    key_ids, ans_ids = enc(PASSKEY_SENTENCE.format(key=key)), enc(PASSKEY_ANSWER.format(key=key))
+    tp = self._tp
+    key_ids, ans_ids = enc(tp.key_sentence.format(key=key)), enc(tp.answer.format(key=key))
     decoy_ids = []
     if self.decoys:
       labels = rng.choice(len(DECOY_LABELS), self.decoys, replace=False)
@@ -135,7 +165,7 @@ class PasskeyTask:
         if n != key:
           nums.add(n)
       decoy_nums = [int(n) for n in rng.permutation(sorted(nums))]
-      decoy_ids = [enc(DECOY_SENTENCE.format(label=DECOY_LABELS[l], num=n))
+      decoy_ids = [enc(tp.decoy_sentence.format(label=DECOY_LABELS[l], num=n))
                    for l, n in zip(labels, decoy_nums)]
     budget = (self.seq_len + 1 - len(self._prefix) - len(key_ids) - len(self._question)
               - len(ans_ids) - sum(map(len, decoy_ids)))
@@ -179,7 +209,8 @@ class PasskeyTask:
 
 
 def passkey_recover(inputs: np.ndarray, tokenizer) -> int:
-  """The documented recovery rule: the five digits after 'The pass key is ' in the input text."""
+  """The documented recovery rule: the five digits after 'The pass key is ' (and before a '.')
+  in the input text (either template)."""
   m = PASSKEY_RE.search(tokenizer.decode(inputs))
   if m is None:
     raise ValueError('no passkey sentence in the input.')
@@ -275,9 +306,9 @@ def _indexed(fn, num_examples, batch_size, process_index, process_count) -> grai
 
 def passkey_dataset(tokenizer, *, seq_len, batch_size, depth=0.5, seed=0, split='train',
                     num_examples=None, process_index=0, process_count=1,
-                    decoys: int = 0) -> grain.IterDataset:
+                    decoys: int = 0, template: str = 'standard') -> grain.IterDataset:
   """Batches of passkey examples (num_examples=None: infinite); per-process batch_size."""
-  task = PasskeyTask(tokenizer, seq_len, depth, seed, decoys)
+  task = PasskeyTask(tokenizer, seq_len, depth, seed, decoys, template)
   return _indexed(lambda i: task.example(i, split), num_examples, batch_size, process_index,
                   process_count)
 
@@ -305,7 +336,8 @@ def lm_task_dataset(d, split: str, process_index: int, process_count: int):
     n = None if split == d.train_split else d.passkey_num_examples
     return passkey_dataset(tok, seq_len=d.seq_len, batch_size=b, depth=d.passkey_depth,
                            seed=d.seed, split=split, num_examples=n, process_index=process_index,
-                           process_count=process_count, decoys=d.passkey_decoys), tok
+                           process_count=process_count, decoys=d.passkey_decoys,
+                           template=d.get('passkey_template', 'standard')), tok
   if d.dataset == 'graph':
     g = Graph(d.graph_num_nodes, d.graph_min_degree, d.graph_max_degree, d.seed)
     n = None if split == d.train_split else d.passkey_num_examples

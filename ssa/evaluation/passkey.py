@@ -36,9 +36,9 @@ _FIRST_NUMBER = re.compile(r'\s*(\d+)')
 
 
 def passkey_prompts(tokenizer, seq_len: int, depth: float, num_examples: int, seed: int = 0,
-                    decoys: int = 0):
+                    decoys: int = 0, template: str = 'standard'):
   """[(prompt ids, key, number of answer tokens, decoy numbers)] of one grid cell."""
-  task = PasskeyTask(tokenizer, seq_len, depth, seed, decoys)
+  task = PasskeyTask(tokenizer, seq_len, depth, seed, decoys, template)
   out = []
   for i in range(num_examples):
     ex = task.example(i, 'test')
@@ -68,19 +68,21 @@ def is_correct(tokenizer, ids: Sequence[int], key: int) -> bool:
 
 def evaluate_passkey(generate: Callable, tokenizer, lengths: Sequence[int],
                      depths: Sequence[float], num_examples: int, seed: int = 0,
-                     batch_size: int = 8, decoys: int = 0, progress=None) -> dict:
+                     batch_size: int = 8, decoys: int = 0, progress=None,
+                     template: str = 'standard') -> dict:
   """{'lengths', 'depths', 'accuracy' [len(lengths)][len(depths)], 'mean_accuracy', examples};
   with decoys, also 'decoy_rate' (same grid): the fraction of answers that are a decoy's number.
   'correct' [len(lengths)][len(depths)][num_examples]: 0/1 per example (the same examples for
-  every model given the same seed and decoys: paired comparisons use it). progress: None or a
-  tqdm-like bar, update(1) per (length, depth) cell."""
+  every model given the same seed, decoys and template: paired comparisons use it). progress: None
+  or a tqdm-like bar, update(1) per (length, depth) cell. template: data.passkey_template
+  (recorded in the result when not 'standard')."""
   acc = np.zeros([len(lengths), len(depths)])
   correct_items = [[None] * len(depths) for _ in lengths]
   fooled = np.zeros_like(acc)
   samples = []
   for i, T in enumerate(lengths):
     for j, depth in enumerate(depths):
-      cell = passkey_prompts(tokenizer, int(T), float(depth), num_examples, seed, decoys)
+      cell = passkey_prompts(tokenizer, int(T), float(depth), num_examples, seed, decoys, template)
       outs: list = [None] * len(cell)
       # One group per answer length n: prompts of T + 1 - n tokens, n new tokens each.
       for n in sorted({c[2] for c in cell}):
@@ -107,6 +109,8 @@ def evaluate_passkey(generate: Callable, tokenizer, lengths: Sequence[int],
          'accuracy': acc.tolist(), 'mean_accuracy': float(acc.mean()),
          'num_examples': int(num_examples), 'samples': samples, 'decoys': int(decoys),
          'correct': correct_items}
+  if template != 'standard':
+    out['template'] = template
   if decoys:
     out['decoy_rate'] = fooled.tolist()
     out['mean_decoy_rate'] = float(fooled.mean())
@@ -131,7 +135,7 @@ class Passkey:
       r = evaluate_passkey(gen, ctx.tok, e.passkey_lengths, e.passkey_depths,
                            e.passkey_num_examples, seed=config.data.seed,
                            batch_size=e.batch_size, decoys=config.data.passkey_decoys,
-                           progress=bar)
+                           progress=bar, template=config.data.get('passkey_template', 'standard'))
     ctx.results['passkey'] = r
     ctx.metrics['passkey:mean_accuracy'] = r['mean_accuracy']
     ctx.log(f'passkey: mean accuracy {r["mean_accuracy"]:.3f}')

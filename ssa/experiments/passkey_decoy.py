@@ -56,11 +56,20 @@ def arm_config(arm: str, steps: Optional[int] = None):
   return c
 
 
+def template(config) -> str:
+  return config.data.get('passkey_template', 'standard')
+
+
 def settings(config, grid: dict) -> dict:
+  """What makes two result files comparable (a rerun with other settings redoes the arm); the
+  template is named only when not 'standard' (the files written before it existed stay valid)."""
   d = config.data
-  return {'steps': int(config.train.num_steps), 'batch': int(d.batch_size),
-          'train_len': int(d.seq_len), 'decoys': int(d.passkey_decoys),
-          'tau_lr': float(config.optim.tau_lr), 'strategy': config.ssa.strategy, **grid}
+  out = {'steps': int(config.train.num_steps), 'batch': int(d.batch_size),
+         'train_len': int(d.seq_len), 'decoys': int(d.passkey_decoys),
+         'tau_lr': float(config.optim.tau_lr), 'strategy': config.ssa.strategy, **grid}
+  if template(config) != 'standard':
+    out['template'] = template(config)
+  return out
 
 
 def _model(arm: str, config, workdir: str, log):
@@ -94,7 +103,7 @@ def run_arm(arm: str, workdir: str, results: str, grid: dict, steps: Optional[in
       f'{grid["num_examples"]} examples')
   r = passkey.evaluate_passkey(gen, tok, grid['lengths'], grid['depths'], grid['num_examples'],
                                seed=0, batch_size=config.eval.batch_size,
-                               decoys=eval_decoys(config, grid))
+                               decoys=eval_decoys(config, grid), template=template(config))
   out = {'arm': arm, 'settings': want, 'train_seconds': train_s,
          'eval_seconds': time.time() - t0, **r}
   write_json(results, f'{arm}.json', out)
@@ -196,7 +205,7 @@ def check_grid(config, grid: dict) -> None:
   if n < 0:
     raise ValueError(f'--eval_decoys={n}; expected >= 0.')
   for T in grid['lengths']:
-    PasskeyTask(tok, int(T), 0.0, 0, n)
+    PasskeyTask(tok, int(T), 0.0, 0, n, template(config))
 
 
 def run(workdir: str, results: str, arms, grid: Optional[dict] = None,

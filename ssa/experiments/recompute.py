@@ -11,7 +11,7 @@ markdown exactly, the JSON numbers to a relative 1e-9 (bootstrap intervals use f
 they recompute exactly too). Figures are not redrawn in check mode.
 
 Experiments (RESULTS): frozen_llm, ft_tuned (finetune_tuned), pretrain_arms, passkey_decoy,
-passkey_decoy_hard;
+passkey_decoy_hard, passkey_bytes;
 a directory that does not exist yet (an experiment not run) is reported and skipped.
 """
 
@@ -54,6 +54,11 @@ def _passkey_decoy(d, log):
   return passkey_decoy.write_summary(d, log=log)
 
 
+def _passkey_bytes(d, log):
+  from ssa.experiments import passkey_bytes  # pylint: disable=g-import-not-at-top
+  return passkey_bytes.write_summary(d, log=log)
+
+
 # results directory (under docs/results) -> write_summary(directory, log)
 RESULTS: dict[str, Callable[..., dict]] = {
     'frozen_llm': _frozen_llm,
@@ -61,6 +66,7 @@ RESULTS: dict[str, Callable[..., dict]] = {
     'pretrain_arms': _pretrain_arms,
     'passkey_decoy': _passkey_decoy,
     'passkey_decoy_hard': _passkey_decoy,  # the same arms on a harder test grid (--eval_decoys)
+    'passkey_bytes': _passkey_bytes,
 }
 
 
