@@ -23,7 +23,6 @@ effect (ssa/measure.py).
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Callable, Optional, Sequence
@@ -64,12 +63,17 @@ def default_grid() -> dict:
           'num_examples': exp_config.NUM_EXAMPLES}
 
 
+def init_dir(workdir: str, arm: str, seed: int) -> str:
+  """Where ARM_sSEED's pre-trained weights are exported (the fine-tune's model.init_from)."""
+  return os.path.join(workdir, 'init', run_name(arm, seed))
+
+
 def pretrained(arm: str, seed: int, pretrain_workdir: str, workdir: str, log=print,
                pretrain_config_fn: Callable = pretrain_arms.arm_config) -> str:
-  """The exported pre-trained weights of ARM_sSEED (<workdir>/init/ARM_sSEED), training the run
-  in <pretrain_workdir> first if it has not finished."""
+  """init_dir(workdir, arm, seed), exported from the run <pretrain_workdir>/ARM_sSEED (trained
+  there first if it has not finished) unless it is there already."""
   name = run_name(arm, seed)
-  out = os.path.join(workdir, 'init', name)
+  out = init_dir(workdir, arm, seed)
   if os.path.isfile(os.path.join(out, CONFIG_FILE)):
     return out
   model, variables, _ = arms_lib.train_or_load(
@@ -85,42 +89,26 @@ def run(pretrain_workdir: str, workdir: str, results: str, seeds: Sequence[int],
         arms: Sequence[str], grid: Optional[dict] = None, steps: Optional[int] = None, log=print,
         pretrain_config_fn: Callable = pretrain_arms.arm_config,
         finetune_config_fn: Callable = finetune_config) -> dict:
-  """Every (seed, arm): pre-trained weights, fine-tune, test; then the summary."""
+  """Every (seed, arm): pre-trained weights, fine-tune, test (a run whose result file has the
+  same settings is skipped, with no pre-training or export); then the summary."""
   grid = grid or default_grid()
   passkey_decoy.check_grid(finetune_config_fn(arms[0], seeds[0], '', steps), grid)
   t0 = time.time()
   for seed in seeds:
     for arm in arms:
-      name = run_name(arm, seed)
-      path = os.path.join(results, f'{name}.json')
-      want = passkey_decoy.settings(finetune_config_fn(arm, seed, '', steps), grid)
-      if os.path.isfile(path):
-        with open(path) as f:
-          if json.load(f).get('settings') == want:
-            log(f'[{name}] done: {path} (skipped)')
-            continue
-      init = pretrained(arm, seed, pretrain_workdir, workdir, log, pretrain_config_fn)
-      passkey_decoy.run_arm(name, workdir, results, grid, steps, log,
-                            lambda _, st, a=arm, s=seed, i=init: finetune_config_fn(a, s, i, st))
+      passkey_decoy.run_arm(
+          run_name(arm, seed), workdir, results, grid, steps, log,
+          config_fn=lambda _, st, a=arm, s=seed: finetune_config_fn(
+              a, s, init_dir(workdir, a, s), st),
+          prepare=lambda a=arm, s=seed: pretrained(a, s, pretrain_workdir, workdir, log,
+                                                   pretrain_config_fn))
       log(f'elapsed {time.time() - t0:.0f} s')
   return write_summary(results, seeds, log)
 
 
 def load_runs(results: str, seeds: Optional[Sequence[int]] = None) -> dict:
-  """{arm: {seed: result}} of the ARM_sSEED.json files in results."""
-  out = {}
-  if os.path.isdir(results):
-    for f in sorted(os.listdir(results)):
-      arm, _, rest = f.partition('_s')
-      if arm in exp_config.ARMS and rest.endswith('.json') and rest[:-5].isdigit():
-        seed = int(rest[:-5])
-        if seeds is None or seed in seeds:
-          with open(os.path.join(results, f)) as fh:
-            out.setdefault(arm, {})[seed] = json.load(fh)
-  if not out:
-    raise FileNotFoundError(f'{results}: no run result file (ARM_sSEED.json, ARM in '
-                            f'{", ".join(exp_config.ARMS)}).')
-  return out
+  """{arm: {seed: result}} of the ARM_sSEED.json files in results (the pre-training arms' names)."""
+  return pretrain_arms.load_runs(results, seeds)
 
 
 def _outcomes(r: dict) -> np.ndarray:

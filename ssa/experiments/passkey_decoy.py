@@ -80,10 +80,13 @@ def _model(arm: str, config, workdir: str, log):
 
 
 def run_arm(arm: str, workdir: str, results: str, grid: dict, steps: Optional[int] = None,
-            log=print, config_fn: Callable = arm_config) -> dict:
+            log=print, config_fn: Callable = arm_config,
+            prepare: Optional[Callable[[], None]] = None) -> dict:
   """Trains (if needed) and evaluates one arm; writes and returns <results>/<arm>.json.
   grid: {'lengths', 'depths', 'num_examples'} and optionally 'eval_decoys' (decoys in the test
-  prompts; default the config's data.passkey_decoys, the training task's)."""
+  prompts; default the config's data.passkey_decoys, the training task's). prepare: called once
+  before the arm's model is trained or loaded (not when its result file is kept), e.g. to make
+  the weights its model.init_from names."""
   config = config_fn(arm, steps)
   want = settings(config, grid)
   path = os.path.join(results, f'{arm}.json')
@@ -94,6 +97,8 @@ def run_arm(arm: str, workdir: str, results: str, grid: dict, steps: Optional[in
       log(f'[{arm}] done: {path} (skipped)')
       return prev
     log(f'[{arm}] {path} was made with other settings; redoing the arm')
+  if prepare is not None:
+    prepare()
   model, variables, train_s = _model(arm, config, workdir, log)
   t0 = time.time()
   tok = get_tokenizer(config.data.tokenizer, config.data.eos_token)
