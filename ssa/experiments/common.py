@@ -1,10 +1,11 @@
-"""Helpers shared by the theory experiments: summary statistics and their JSON output."""
+"""Helpers shared by the experiments: summary statistics, their JSON / markdown output, the
+command lines' list flags."""
 
 from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -22,3 +23,30 @@ def write_json(outdir: str, name: str, obj: Any) -> str:
   with open(path, 'w') as f:
     json.dump(obj, f, indent=1)
   return path
+
+
+def write_summary_files(results: str, summary: dict, md: str, log: Callable = print) -> dict:
+  """Writes <results>/summary.json and summary.md (the markdown table), logs the table and
+  returns summary."""
+  write_json(results, 'summary.json', summary)
+  with open(os.path.join(results, 'summary.md'), 'w') as f:
+    f.write(md + '\n')
+  log(md)
+  return summary
+
+
+def known_names(flag: str, values: Sequence[str], known: Sequence[str], where: str) -> list[str]:
+  """values, or ValueError naming the unknown ones (flag: '--arms'; where: 'configs/x.py ARMS')."""
+  unknown = [v for v in values if v not in known]
+  if unknown:
+    raise ValueError(f'{flag}: unknown value(s) {unknown}; expected some of {list(known)} '
+                     f'({where}).')
+  return list(values)
+
+
+def integers(flag: str, values: Sequence[str]) -> list[int]:
+  """[int(v)], or ValueError naming the flag ('--seeds=a,b; expected integers.')."""
+  try:
+    return [int(v) for v in values]
+  except ValueError:
+    raise ValueError(f'{flag}={",".join(values)}; expected integers.') from None

@@ -26,7 +26,7 @@ from absl import flags
 from configs import finetune_tuned as exp_config
 from ssa import cli
 from ssa.experiments import arms as arms_lib
-from ssa.experiments.common import write_json
+from ssa.experiments.common import write_json, write_summary_files
 
 FLAGS = flags.FLAGS
 
@@ -132,12 +132,7 @@ def write_summary(results: str, log=print) -> dict:
   if not validation:
     raise FileNotFoundError(f'{results}: no <arm>.validation.json result file.')
   summary = summarize(validation, _load(results, 'test'))
-  write_json(results, 'summary.json', summary)
-  md = markdown(summary)
-  with open(os.path.join(results, 'summary.md'), 'w') as f:
-    f.write(md + '\n')
-  log(md)
-  return summary
+  return write_summary_files(results, summary, markdown(summary), log)
 
 
 def run(workdir: str, results: str, eval_batches: int, steps: Optional[int] = None, log=print,

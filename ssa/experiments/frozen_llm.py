@@ -36,7 +36,7 @@ from absl import flags
 from configs import frozen_llm as exp_config
 from ssa import cli
 from ssa.experiments import arms as arms_lib
-from ssa.experiments.common import write_json
+from ssa.experiments.common import write_json, write_summary_files, known_names
 
 FLAGS = flags.FLAGS
 COMPARISONS = (('constant', 'base'), ('position', 'constant'), ('ssa', 'constant'),
@@ -168,12 +168,7 @@ def load_results(results: str, arms: Sequence[str]) -> dict:
 def write_summary(results: str, arms: Sequence[str], log=print) -> dict:
   found = load_results(results, arms)
   summary = summarize(found)
-  write_json(results, 'summary.json', summary)
-  md = markdown(summary)
-  with open(os.path.join(results, 'summary.md'), 'w') as f:
-    f.write(md + '\n')
-  log(md)
-  return summary
+  return write_summary_files(results, summary, markdown(summary), log)
 
 
 def define_flags() -> None:
@@ -190,19 +185,16 @@ def define_flags() -> None:
 def main(argv):
   cli.check_no_args(argv)
   cli.quiet_logging()
-  unknown = [a for a in FLAGS.arms if a not in exp_config.ARMS]
-  if unknown:
-    cli.exit_with_error(ValueError(f'--arms: unknown arm(s) {unknown}; expected some of '
-                                   f'{list(exp_config.ARMS)}.'))
   if FLAGS.eval_batches < 1:
     cli.exit_with_error(ValueError(f'--eval_batches={FLAGS.eval_batches}; expected >= 1.'))
   try:
+    arms = known_names('--arms', FLAGS.arms, exp_config.ARMS, 'configs/frozen_llm.py ARMS')
     if not FLAGS.summarize_only:
       t0 = time.time()
-      for arm in FLAGS.arms:
+      for arm in arms:
         run_arm(arm, FLAGS.workdir, FLAGS.results, FLAGS.eval_batches, FLAGS.steps)
       print(f'all arms done in {time.time() - t0:.0f} s')
-    write_summary(FLAGS.results, FLAGS.arms)
+    write_summary(FLAGS.results, arms)
   except (FileNotFoundError, ValueError) as e:
     cli.exit_with_error(e)
 

@@ -38,7 +38,7 @@ from ssa.data import DataError
 from ssa.experiments import arms as arms_lib
 from ssa.experiments import passkey_decoy
 from ssa.experiments import pretrain_arms
-from ssa.experiments.common import write_json
+from ssa.experiments.common import write_summary_files, known_names, integers
 
 FLAGS = flags.FLAGS
 COMPARISONS = (('ssa', 'vanilla'), ('pts', 'vanilla'), ('ssa', 'pts'))
@@ -167,12 +167,7 @@ def markdown(summary: dict) -> str:
 
 def write_summary(results: str, seeds: Optional[Sequence[int]] = None, log=print) -> dict:
   summary = summarize(load_runs(results, seeds))
-  write_json(results, 'summary.json', summary)
-  md = markdown(summary)
-  with open(os.path.join(results, 'summary.md'), 'w') as f:
-    f.write(md + '\n')
-  log(md)
-  return summary
+  return write_summary_files(results, summary, markdown(summary), log)
 
 
 def define_flags() -> None:
@@ -191,21 +186,15 @@ def define_flags() -> None:
 def main(argv):
   cli.check_no_args(argv)
   cli.quiet_logging()
-  unknown = [a for a in FLAGS.arms if a not in exp_config.ARMS]
-  if unknown:
-    cli.exit_with_error(ValueError(f'--arms: unknown arm(s) {unknown}; expected some of '
-                                   f'{list(exp_config.ARMS)}.'))
-  try:
-    seeds = [int(s) for s in FLAGS.seeds]
-  except ValueError:
-    cli.exit_with_error(ValueError(f'--seeds={",".join(FLAGS.seeds)}; expected integers.'))
   if FLAGS.num_examples < 1:
     cli.exit_with_error(ValueError(f'--num_examples={FLAGS.num_examples}; expected >= 1.'))
   try:
+    arms = known_names('--arms', FLAGS.arms, exp_config.ARMS, 'configs/passkey_bytes.py ARMS')
+    seeds = integers('--seeds', FLAGS.seeds)
     if FLAGS.summarize_only:
       write_summary(FLAGS.results, seeds)
     else:
-      run(FLAGS.pretrain_workdir, FLAGS.workdir, FLAGS.results, seeds, FLAGS.arms,
+      run(FLAGS.pretrain_workdir, FLAGS.workdir, FLAGS.results, seeds, arms,
           {**default_grid(), 'num_examples': FLAGS.num_examples}, FLAGS.steps)
   except (FileNotFoundError, ValueError, DataError) as e:
     cli.exit_with_error(e)

@@ -42,7 +42,7 @@ from ssa.data.synthetic import PasskeyTask
 from ssa.evaluation import generation, passkey
 from ssa.evaluation.scoring import LM
 from ssa.experiments import arms as arms_lib
-from ssa.experiments.common import write_json
+from ssa.experiments.common import write_json, write_summary_files, known_names, integers
 
 FLAGS = flags.FLAGS
 COMPARISONS = (('ssa', 'vanilla'), ('vanilla', 'base'), ('ssa', 'base'))
@@ -184,12 +184,7 @@ def write_summary(results: str, log=print) -> dict:
   if not arms:
     raise FileNotFoundError(f'{results}: no arm result file ({", ".join(exp_config.ARMS)}.json).')
   summary = summarize(arms)
-  write_json(results, 'summary.json', summary)
-  md = markdown(summary)
-  with open(os.path.join(results, 'summary.md'), 'w') as f:
-    f.write(md + '\n')
-  log(md)
-  return summary
+  return write_summary_files(results, summary, markdown(summary), log)
 
 
 def default_grid() -> dict:
@@ -240,25 +235,19 @@ def define_flags() -> None:
 def main(argv):
   cli.check_no_args(argv)
   cli.quiet_logging()
-  unknown = [a for a in FLAGS.arms if a not in exp_config.ARMS]
-  if unknown:
-    cli.exit_with_error(ValueError(f'--arms: unknown arm(s) {unknown}; expected some of '
-                                   f'{list(exp_config.ARMS)}.'))
   if FLAGS.num_examples < 1:
     cli.exit_with_error(ValueError(f'--num_examples={FLAGS.num_examples}; expected >= 1.'))
   grid = {**default_grid(), 'num_examples': FLAGS.num_examples}
-  if FLAGS.lengths:
-    try:
-      grid['lengths'] = [int(t) for t in FLAGS.lengths]
-    except ValueError:
-      cli.exit_with_error(ValueError(f'--lengths={",".join(FLAGS.lengths)}; expected integers.'))
   if FLAGS.eval_decoys is not None:
     grid['eval_decoys'] = FLAGS.eval_decoys
   try:
+    arms = known_names('--arms', FLAGS.arms, exp_config.ARMS, 'configs/passkey_decoy.py ARMS')
+    if FLAGS.lengths:
+      grid['lengths'] = integers('--lengths', FLAGS.lengths)
     if FLAGS.summarize_only:
       write_summary(FLAGS.results)
     else:
-      run(FLAGS.workdir, FLAGS.results, FLAGS.arms, grid, FLAGS.steps)
+      run(FLAGS.workdir, FLAGS.results, arms, grid, FLAGS.steps)
   except (FileNotFoundError, ValueError, DataError) as e:
     cli.exit_with_error(e)
 

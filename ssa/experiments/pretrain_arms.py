@@ -42,13 +42,12 @@ from absl import flags
 
 from configs import pretrain_arms as exp_config
 from ssa import cli
-from ssa import measure
 from ssa import metrics as metrics_lib
 from ssa import plots
 from ssa.evaluation import attention_stats
 from ssa.experiments import arms as arms_lib
 from ssa.experiments import ngram
-from ssa.experiments.common import write_json
+from ssa.experiments.common import write_json, write_summary_files, known_names, integers
 from ssa.sweep import read_curve
 
 FLAGS = flags.FLAGS
@@ -398,13 +397,9 @@ def write_summary(results: str, seeds: Optional[Sequence[int]] = None, log=print
     with open(bpath) as f:
       baselines = json.load(f)
   summary = summarize(runs, baselines)
-  write_json(results, 'summary.json', summary)
-  md = markdown(summary)
-  with open(os.path.join(results, 'summary.md'), 'w') as f:
-    f.write(md + '\n')
+  write_summary_files(results, summary, markdown(summary), log)
   if draw:
     figures(runs, summary, results)
-  log(md)
   return summary
 
 
@@ -441,14 +436,6 @@ def define_flags() -> None:
 def main(argv):
   cli.check_no_args(argv)
   cli.quiet_logging()
-  unknown = [a for a in FLAGS.arms if a not in exp_config.ARMS]
-  if unknown:
-    cli.exit_with_error(ValueError(f'--arms: unknown arm(s) {unknown}; expected some of '
-                                   f'{list(exp_config.ARMS)}.'))
-  try:
-    seeds = [int(s) for s in FLAGS.seeds]
-  except ValueError:
-    cli.exit_with_error(ValueError(f'--seeds={",".join(FLAGS.seeds)}; expected integers.'))
   eval_batches = FLAGS.eval_batches or (exp_config.TEST_BATCHES if FLAGS.size == 'cpu'
                                         else exp_config.GPU_EVAL_BATCHES)
   for name, value in (('eval_batches', eval_batches), ('attn_rows', FLAGS.attn_rows)):
@@ -456,10 +443,12 @@ def main(argv):
       cli.exit_with_error(ValueError(f'--{name}={value}; expected >= 1.'))
   size = FLAGS.size
   try:
+    arms = known_names('--arms', FLAGS.arms, exp_config.ARMS, 'configs/pretrain_arms.py ARMS')
+    seeds = integers('--seeds', FLAGS.seeds)
     if FLAGS.summarize_only:
       write_summary(FLAGS.results, seeds)
     else:
-      run(FLAGS.workdir, FLAGS.results, seeds, FLAGS.arms, eval_batches, FLAGS.attn_rows,
+      run(FLAGS.workdir, FLAGS.results, seeds, arms, eval_batches, FLAGS.attn_rows,
           FLAGS.steps, config_fn=lambda a, s, st: arm_config(a, s, st, size))
   except (FileNotFoundError, ValueError) as e:
     cli.exit_with_error(e)
