@@ -46,6 +46,7 @@ def _shrink(c):
   c.train.eval_every = -1
   c.train.eval_at_start = False
   c.train.progress_bar = False
+  c.train.log_every = 1
   c.checkpoint.every = 2
   return c
 
@@ -83,12 +84,17 @@ def test_end_to_end_pretrain_export_finetune_skip_and_paired_summary(tmp_path):
   assert a['accuracy'] == pytest.approx(np.mean([flat(runs['vanilla', s]).mean() for s in (0, 1)]))
   assert set(a['accuracy_by_seed']) == {'0', '1'} and set(a['by_depth']) == {'0.0', '1.0'}
   assert os.path.isfile(os.path.join(res, 'summary.md'))
+  # the fine-tune's answer-loss curve is in the result; the summary's final loss is its tail mean
+  assert [s for s, _ in r['train_curve']] == [1, 2]
+  assert summary['arms']['ssa']['final_answer_loss_by_seed']['0'] == pytest.approx(
+      np.mean([l for _, l in r['train_curve']]))
+  assert summary['chance_answer_loss'] == pytest.approx((np.log(9) + 4 * np.log(10)) / 6)
   # a rerun skips every run (no pre-training, export or fine-tuning)
   logs.clear()
   exp.run(pre, work, res, [0, 1], ['vanilla', 'ssa'], grid, log=logs.append,
           pretrain_config_fn=_pre, finetune_config_fn=_fine)
   assert sum('(skipped)' in m for m in logs) == 4
-  assert not any('training' in m or 'exported' in m for m in logs)
+  assert not any('] training' in m or 'exported' in m for m in logs), logs
   assert exp.write_summary(res, log=lambda m: None) == summary
 
 

@@ -16,13 +16,15 @@ Per seed, per arm (vanilla, pts, ssa: the headline comparison's arms, ssa/experi
 A rerun skips runs whose result file was made with the same settings.
 
 The summary (<results>/summary.json, summary.md) gives each arm's accuracy per seed and its mean,
-by depth, the decoy rate, and each pair of arms' paired difference in accuracy on the same
+by depth, the decoy rate, the final training answer loss per seed against CHANCE_ANSWER_LOSS (what
+knowing only the key's format gives), and each pair of arms' paired difference in accuracy on the same
 examples, with a 95% interval from a bootstrap over seeds and examples and the minimum detectable
 effect (ssa/measure.py).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from typing import Callable, Optional, Sequence
@@ -42,6 +44,11 @@ from ssa.experiments.common import write_summary_files, known_names, integers
 
 FLAGS = flags.FLAGS
 COMPARISONS = (('ssa', 'vanilla'), ('pts', 'vanilla'), ('ssa', 'pts'))
+# The training answer loss (nats per answer byte) of a model that knows the answer is a space and
+# a five-digit key (first digit 1-9, uniform keys) and nothing about which key: the space ~0,
+# then ln 9 + 4 ln 10 over the 6 answer bytes.
+CHANCE_ANSWER_LOSS = (math.log(9) + 4 * math.log(10)) / 6
+FINAL_POINTS = 4   # the final answer loss: mean of the last FINAL_POINTS training-curve records
 
 
 def run_name(arm: str, seed: int) -> str:
@@ -116,8 +123,14 @@ def _outcomes(r: dict) -> np.ndarray:
   return np.asarray([x for row in r['correct'] for cell in row for x in cell], np.float64)
 
 
+def final_loss(r: dict) -> Optional[float]:
+  """Mean training answer loss over the run's last FINAL_POINTS curve records (None: no curve)."""
+  curve = r.get('train_curve') or []
+  return float(np.mean([l for _, l in curve[-FINAL_POINTS:]])) if curve else None
+
+
 def summarize(runs: dict) -> dict:
-  out = {'arms': {}, 'comparisons': {}}
+  out = {'arms': {}, 'comparisons': {}, 'chance_answer_loss': CHANCE_ANSWER_LOSS}
   first = next(iter(next(iter(runs.values())).values()))
   out.update({k: first[k] for k in ('lengths', 'depths', 'num_examples')})
   out['settings'] = first['settings']
@@ -132,6 +145,7 @@ def summarize(runs: dict) -> dict:
         'by_length': dict(zip(map(str, first['lengths']), np.mean(
             [np.asarray(by_seed[s]['accuracy']).mean(1) for s in seeds], 0).tolist())),
         'decoy_rate': float(np.mean([by_seed[s].get('mean_decoy_rate', 0.0) for s in seeds])),
+        'final_answer_loss_by_seed': {str(s): final_loss(by_seed[s]) for s in seeds},
         'train_seconds': float(sum(by_seed[s]['train_seconds'] for s in seeds)),
         'eval_seconds': float(sum(by_seed[s]['eval_seconds'] for s in seeds))}
   for x, y in COMPARISONS:
@@ -149,14 +163,17 @@ def markdown(summary: dict) -> str:
   lens, depths = summary['lengths'], summary['depths']
   lines = ['| arm | accuracy (mean over seeds) | per seed | ' +
            ' | '.join(f'T={t}' for t in lens) + ' | ' +
-           ' | '.join(f'depth {d:g}' for d in depths) + ' | answers that are a decoy |',
-           '|---' * (len(lens) + len(depths) + 4) + '|']
+           ' | '.join(f'depth {d:g}' for d in depths) + ' | answers that are a decoy | '
+           f'final training answer loss per seed (chance {summary["chance_answer_loss"]:.3f}) |',
+           '|---' * (len(lens) + len(depths) + 5) + '|']
+  fmt = lambda v: '-' if v is None else f'{v:.3f}'
   for a, d in summary['arms'].items():
     lines.append(f'| {a} | {d["accuracy"]:.3f} | ' +
                  ' / '.join(f'{v:.3f}' for v in d['accuracy_by_seed'].values()) + ' | ' +
                  ' | '.join(f'{d["by_length"][str(t)]:.3f}' for t in lens) + ' | ' +
                  ' | '.join(f'{d["by_depth"][str(float(x))]:.3f}' for x in depths) +
-                 f' | {d["decoy_rate"]:.3f} |')
+                 f' | {d["decoy_rate"]:.3f} | ' +
+                 ' / '.join(map(fmt, d['final_answer_loss_by_seed'].values())) + ' |')
   lines += ['', '| comparison (same examples) | mean [95% CI] | MDE | seeds x examples |',
             '|---|---|---|---|']
   for name, c in summary['comparisons'].items():

@@ -37,6 +37,7 @@ from absl import flags
 from configs import passkey_decoy as exp_config
 from ssa import cli
 from ssa import measure
+from ssa import metrics as metrics_lib
 from ssa.data import DataError, get_tokenizer
 from ssa.data.synthetic import PasskeyTask
 from ssa.evaluation import generation, passkey
@@ -79,6 +80,13 @@ def _model(arm: str, config, workdir: str, log):
                                 log=lambda m: log(f'[{arm}] {m}'))
 
 
+def train_curve(run_dir: str) -> list[list[float]]:
+  """[[step, mean training loss since the previous record]] of run_dir's metrics.jsonl (the
+  answer loss: the task weights only the answer tokens); [] for an arm that did not train."""
+  return [[int(r['step']), float(r.get('loss_mean', r['loss']))]
+          for r in metrics_lib.read_metrics(run_dir) if r.get('kind') == 'train' and 'loss' in r]
+
+
 def run_arm(arm: str, workdir: str, results: str, grid: dict, steps: Optional[int] = None,
             log=print, config_fn: Callable = arm_config,
             prepare: Optional[Callable[[], None]] = None) -> dict:
@@ -110,7 +118,8 @@ def run_arm(arm: str, workdir: str, results: str, grid: dict, steps: Optional[in
                                seed=0, batch_size=config.eval.batch_size,
                                decoys=eval_decoys(config, grid), template=template(config))
   out = {'arm': arm, 'settings': want, 'train_seconds': train_s,
-         'eval_seconds': time.time() - t0, **r}
+         'eval_seconds': time.time() - t0, **r,
+         'train_curve': [] if arm == 'base' else train_curve(os.path.join(workdir, arm))}
   write_json(results, f'{arm}.json', out)
   log(f'[{arm}] mean accuracy {r["mean_accuracy"]:.3f}, decoy answers '
       f'{r.get("mean_decoy_rate", 0.0):.3f} ({out["eval_seconds"]:.0f} s) -> {path}')
