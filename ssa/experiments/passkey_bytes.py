@@ -134,7 +134,8 @@ def summarize(runs: dict) -> dict:
   first = next(iter(next(iter(runs.values())).values()))
   out.update({k: first[k] for k in ('lengths', 'depths', 'num_examples')})
   out['settings'] = first['settings']
-  for arm, by_seed in runs.items():
+  for arm in [a for a in exp_config.ARMS if a in runs]:   # in the config's order
+    by_seed = runs[arm]
     seeds = sorted(by_seed)
     acc = [float(_outcomes(by_seed[s]).mean()) for s in seeds]
     depth = np.mean([np.asarray(by_seed[s]['accuracy']).mean(0) for s in seeds], 0)
