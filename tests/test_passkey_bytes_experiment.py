@@ -89,6 +89,10 @@ def test_end_to_end_pretrain_export_finetune_skip_and_paired_summary(tmp_path):
   assert summary['arms']['ssa']['final_answer_loss_by_seed']['0'] == pytest.approx(
       np.mean([l for _, l in r['train_curve']]))
   assert summary['chance_answer_loss'] == pytest.approx((np.log(9) + 4 * np.log(10)) / 6)
+  chance = summary['chance_answer_loss']
+  curve = lambda *ls: {'train_curve': [[1, 12.0]] + [[25 * (i + 1), l] for i, l in enumerate(ls)]}
+  assert exp.onset_step(curve(chance, chance - 0.05, chance - 0.11, 1.0)) == 75
+  assert exp.onset_step(curve(chance + 0.2, chance - 0.09)) is None and exp.onset_step({}) is None
   # a rerun skips every run (no pre-training, export or fine-tuning)
   logs.clear()
   exp.run(pre, work, res, [0, 1], ['vanilla', 'ssa'], grid, log=logs.append,

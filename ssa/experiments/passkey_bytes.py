@@ -17,7 +17,7 @@ A rerun skips runs whose result file was made with the same settings.
 
 The summary (<results>/summary.json, summary.md) gives each arm's accuracy per seed and its mean,
 by depth, the decoy rate, the final training answer loss per seed against CHANCE_ANSWER_LOSS (what
-knowing only the key's format gives), and each pair of arms' paired difference in accuracy on the same
+knowing only the key's format gives) and the first step it is ONSET_MARGIN below that, and each pair of arms' paired difference in accuracy on the same
 examples, with a 95% interval from a bootstrap over seeds and examples and the minimum detectable
 effect (ssa/measure.py).
 """
@@ -49,6 +49,9 @@ COMPARISONS = (('ssa', 'vanilla'), ('pts', 'vanilla'), ('ssa', 'pts'))
 # then ln 9 + 4 ln 10 over the 6 answer bytes.
 CHANCE_ANSWER_LOSS = (math.log(9) + 4 * math.log(10)) / 6
 FINAL_POINTS = 4   # the final answer loss: mean of the last FINAL_POINTS training-curve records
+# Onset of learning: the first training-curve record ONSET_MARGIN nats below CHANCE_ANSWER_LOSS
+# (the curve's records average 25 steps; the runs that never learn stay within ~0.03 of it).
+ONSET_MARGIN = 0.1
 
 
 def run_name(arm: str, seed: int) -> str:
@@ -129,6 +132,14 @@ def final_loss(r: dict) -> Optional[float]:
   return float(np.mean([l for _, l in curve[-FINAL_POINTS:]])) if curve else None
 
 
+def onset_step(r: dict) -> Optional[int]:
+  """The first step whose training answer loss is ONSET_MARGIN below chance (None: never)."""
+  for step, loss in r.get('train_curve') or []:
+    if step > 1 and loss < CHANCE_ANSWER_LOSS - ONSET_MARGIN:
+      return int(step)
+  return None
+
+
 def summarize(runs: dict) -> dict:
   out = {'arms': {}, 'comparisons': {}, 'chance_answer_loss': CHANCE_ANSWER_LOSS}
   first = next(iter(next(iter(runs.values())).values()))
@@ -147,6 +158,7 @@ def summarize(runs: dict) -> dict:
             [np.asarray(by_seed[s]['accuracy']).mean(1) for s in seeds], 0).tolist())),
         'decoy_rate': float(np.mean([by_seed[s].get('mean_decoy_rate', 0.0) for s in seeds])),
         'final_answer_loss_by_seed': {str(s): final_loss(by_seed[s]) for s in seeds},
+        'onset_step_by_seed': {str(s): onset_step(by_seed[s]) for s in seeds},
         'train_seconds': float(sum(by_seed[s]['train_seconds'] for s in seeds)),
         'eval_seconds': float(sum(by_seed[s]['eval_seconds'] for s in seeds))}
   for x, y in COMPARISONS:
@@ -165,8 +177,9 @@ def markdown(summary: dict) -> str:
   lines = ['| arm | accuracy (mean over seeds) | per seed | ' +
            ' | '.join(f'T={t}' for t in lens) + ' | ' +
            ' | '.join(f'depth {d:g}' for d in depths) + ' | answers that are a decoy | '
-           f'final training answer loss per seed (chance {summary["chance_answer_loss"]:.3f}) |',
-           '|---' * (len(lens) + len(depths) + 5) + '|']
+           f'final training answer loss per seed (chance {summary["chance_answer_loss"]:.3f}) | '
+           f'first step {ONSET_MARGIN} below chance, per seed |',
+           '|---' * (len(lens) + len(depths) + 6) + '|']
   fmt = lambda v: '-' if v is None else f'{v:.3f}'
   for a, d in summary['arms'].items():
     lines.append(f'| {a} | {d["accuracy"]:.3f} | ' +
@@ -174,7 +187,9 @@ def markdown(summary: dict) -> str:
                  ' | '.join(f'{d["by_length"][str(t)]:.3f}' for t in lens) + ' | ' +
                  ' | '.join(f'{d["by_depth"][str(float(x))]:.3f}' for x in depths) +
                  f' | {d["decoy_rate"]:.3f} | ' +
-                 ' / '.join(map(fmt, d['final_answer_loss_by_seed'].values())) + ' |')
+                 ' / '.join(map(fmt, d['final_answer_loss_by_seed'].values())) + ' | ' +
+                 ' / '.join('never' if v is None else str(v)
+                            for v in d['onset_step_by_seed'].values()) + ' |')
   lines += ['', '| comparison (same examples) | mean [95% CI] | MDE | seeds x examples |',
             '|---|---|---|---|']
   for name, c in summary['comparisons'].items():

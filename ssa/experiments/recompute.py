@@ -11,7 +11,7 @@ markdown exactly, the JSON numbers to a relative 1e-9 (bootstrap intervals use f
 they recompute exactly too). Figures are not redrawn in check mode.
 
 Experiments (RESULTS): frozen_llm, ft_tuned (finetune_tuned), pretrain_arms, passkey_decoy,
-passkey_decoy_hard, passkey_bytes;
+passkey_decoy_hard, passkey_bytes, passkey_bytes_1200;
 a directory that does not exist yet (an experiment not run) is reported and skipped.
 """
 
@@ -67,6 +67,7 @@ RESULTS: dict[str, Callable[..., dict]] = {
     'passkey_decoy': _passkey_decoy,
     'passkey_decoy_hard': _passkey_decoy,  # the same arms on a harder test grid (--eval_decoys)
     'passkey_bytes': _passkey_bytes,
+    'passkey_bytes_1200': _passkey_bytes,  # the same runs continued to 1,200 steps (--steps=1200)
 }
 
 
