@@ -212,7 +212,8 @@ def define_flags() -> None:
   flags.DEFINE_list('seeds', ['0', '1'], 'seeds (each fine-tunes every arm of that seed)')
   flags.DEFINE_list('arms', list(exp_config.ARMS), 'arms (configs/passkey_bytes.py ARMS)')
   flags.DEFINE_integer('num_examples', exp_config.NUM_EXAMPLES, 'test examples per grid cell')
-  flags.DEFINE_integer('steps', None, 'override the fine-tuning steps (smoke runs)')
+  flags.DEFINE_integer('steps', None, 'override the fine-tuning steps: smoke runs, or continuing '
+                       'finished runs to more steps (constant lr: the same as a longer run)')
   flags.DEFINE_bool('summarize_only', False, 'only recompute the summary from the result files')
 
 
