@@ -337,7 +337,7 @@ def lm_task_dataset(d, split: str, process_index: int, process_count: int):
     return passkey_dataset(tok, seq_len=d.seq_len, batch_size=b, depth=d.passkey_depth,
                            seed=d.seed, split=split, num_examples=n, process_index=process_index,
                            process_count=process_count, decoys=d.passkey_decoys,
-                           template=d.get('passkey_template', 'standard')), tok
+                           template=d.passkey_template), tok
   if d.dataset == 'graph':
     g = Graph(d.graph_num_nodes, d.graph_min_degree, d.graph_max_degree, d.seed)
     n = None if split == d.train_split else d.passkey_num_examples

@@ -135,7 +135,7 @@ class Passkey:
       r = evaluate_passkey(gen, ctx.tok, e.passkey_lengths, e.passkey_depths,
                            e.passkey_num_examples, seed=config.data.seed,
                            batch_size=e.batch_size, decoys=config.data.passkey_decoys,
-                           progress=bar, template=config.data.get('passkey_template', 'standard'))
+                           progress=bar, template=config.data.passkey_template)
     ctx.results['passkey'] = r
     ctx.metrics['passkey:mean_accuracy'] = r['mean_accuracy']
     ctx.log(f'passkey: mean accuracy {r["mean_accuracy"]:.3f}')

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -23,6 +23,15 @@ def write_json(outdir: str, name: str, obj: Any) -> str:
   with open(path, 'w') as f:
     json.dump(obj, f, indent=1)
   return path
+
+
+def with_steps(config, steps: Optional[int]):
+  """config with train.num_steps = steps (None: unchanged) and the warmup capped at a tenth of
+  them (the experiments' --steps override: smoke runs, or continuing runs to more steps)."""
+  if steps is not None:
+    config.train.num_steps = steps
+    config.optim.warmup_steps = min(config.optim.warmup_steps, max(0, steps // 10))
+  return config
 
 
 def write_summary_files(results: str, summary: dict, md: str, log: Callable = print) -> dict:

@@ -259,7 +259,7 @@ def evaluate_run(cfg, workdir: str, lengths, depths, num_examples, batch_size) -
   gen = generation.generate_fn(lm, pad_id=tok.pad_id)
   r = passkey.evaluate_passkey(gen, tok, lengths, depths, num_examples, seed=0,
                                batch_size=batch_size, decoys=cfg.data.passkey_decoys,
-                               template=cfg.data.get('passkey_template', 'standard'))
+                               template=cfg.data.passkey_template)
   r['step'] = loaded.step
   r['eval_seconds'] = time.time() - t0
   write_json(workdir, 'passkey_eval.json', r)

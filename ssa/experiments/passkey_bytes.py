@@ -40,7 +40,7 @@ from ssa.data import DataError
 from ssa.experiments import arms as arms_lib
 from ssa.experiments import passkey_decoy
 from ssa.experiments import pretrain_arms
-from ssa.experiments.common import write_summary_files, known_names, integers
+from ssa.experiments.common import integers, known_names, with_steps, write_summary_files
 
 FLAGS = flags.FLAGS
 COMPARISONS = (('ssa', 'vanilla'), ('pts', 'vanilla'), ('ssa', 'pts'))
@@ -62,10 +62,7 @@ def finetune_config(arm: str, seed: int, init_dir: str, steps: Optional[int] = N
   c = exp_config.get_config(f'{arm},{seed}')
   if init_dir:
     c.model.init_from = f'ssa:{init_dir}'
-  if steps is not None:
-    c.train.num_steps = steps
-    c.optim.warmup_steps = min(c.optim.warmup_steps, max(0, steps // 10))
-  return c
+  return with_steps(c, steps)
 
 
 def default_grid() -> dict:

@@ -43,7 +43,8 @@ from ssa.data.synthetic import PasskeyTask
 from ssa.evaluation import generation, passkey
 from ssa.evaluation.scoring import LM
 from ssa.experiments import arms as arms_lib
-from ssa.experiments.common import write_json, write_summary_files, known_names, integers
+from ssa.experiments.common import integers, known_names, with_steps, write_json
+from ssa.experiments.common import write_summary_files
 
 FLAGS = flags.FLAGS
 COMPARISONS = (('ssa', 'vanilla'), ('vanilla', 'base'), ('ssa', 'base'))
@@ -51,14 +52,7 @@ COMPARISONS = (('ssa', 'vanilla'), ('vanilla', 'base'), ('ssa', 'base'))
 
 def arm_config(arm: str, steps: Optional[int] = None):
   c = exp_config.get_config(arm)
-  if steps is not None:
-    c.train.num_steps = steps
-    c.optim.warmup_steps = min(c.optim.warmup_steps, max(0, steps // 10))
-  return c
-
-
-def template(config) -> str:
-  return config.data.get('passkey_template', 'standard')
+  return with_steps(c, steps)
 
 
 def settings(config, grid: dict) -> dict:
@@ -68,8 +62,8 @@ def settings(config, grid: dict) -> dict:
   out = {'steps': int(config.train.num_steps), 'batch': int(d.batch_size),
          'train_len': int(d.seq_len), 'decoys': int(d.passkey_decoys),
          'tau_lr': float(config.optim.tau_lr), 'strategy': config.ssa.strategy, **grid}
-  if template(config) != 'standard':
-    out['template'] = template(config)
+  if d.passkey_template != 'standard':
+    out['template'] = d.passkey_template
   return out
 
 
@@ -116,7 +110,8 @@ def run_arm(arm: str, workdir: str, results: str, grid: dict, steps: Optional[in
       f'{grid["num_examples"]} examples')
   r = passkey.evaluate_passkey(gen, tok, grid['lengths'], grid['depths'], grid['num_examples'],
                                seed=0, batch_size=config.eval.batch_size,
-                               decoys=eval_decoys(config, grid), template=template(config))
+                               decoys=eval_decoys(config, grid),
+                               template=config.data.passkey_template)
   out = {'arm': arm, 'settings': want, 'train_seconds': train_s,
          'eval_seconds': time.time() - t0, **r,
          'train_curve': [] if arm == 'base' else train_curve(os.path.join(workdir, arm))}
@@ -214,7 +209,7 @@ def check_grid(config, grid: dict) -> None:
   if n < 0:
     raise ValueError(f'--eval_decoys={n}; expected >= 0.')
   for T in grid['lengths']:
-    PasskeyTask(tok, int(T), 0.0, 0, n, template(config))
+    PasskeyTask(tok, int(T), 0.0, 0, n, config.data.passkey_template)
 
 
 def run(workdir: str, results: str, arms, grid: Optional[dict] = None,

@@ -47,7 +47,8 @@ from ssa import plots
 from ssa.evaluation import attention_stats
 from ssa.experiments import arms as arms_lib
 from ssa.experiments import ngram
-from ssa.experiments.common import write_json, write_summary_files, known_names, integers
+from ssa.experiments.common import integers, known_names, with_steps, write_json
+from ssa.experiments.common import write_summary_files
 from ssa.sweep import read_curve
 
 FLAGS = flags.FLAGS
@@ -66,10 +67,8 @@ def run_name(arm: str, seed: int) -> str:
 def arm_config(arm: str, seed: int, steps: Optional[int] = None, size: str = 'cpu'):
   c = exp_config.get_config(f'{arm},{seed},{size}')
   if steps is not None:
-    c.train.num_steps = steps
     c.train.eval_every = max(1, steps // exp_config.EVAL_POINTS)
-    c.optim.warmup_steps = min(c.optim.warmup_steps, max(0, steps // 10))
-  return c
+  return with_steps(c, steps)
 
 
 def settings(config, eval_batches: int, attn_rows: int) -> dict:
